@@ -1,0 +1,16 @@
+"""Artifacts on disk: atomic writes, checkpoints, and the content-hash cache."""
+
+from privquant.artifacts.atomic import atomic_path, atomic_write_bytes, atomic_write_json
+from privquant.artifacts.cache import ArtifactCache, code_version, content_hash
+from privquant.artifacts.checkpoint import load_checkpoint, save_checkpoint
+
+__all__ = [
+    "ArtifactCache",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "code_version",
+    "content_hash",
+    "load_checkpoint",
+    "save_checkpoint",
+]

@@ -1,0 +1,69 @@
+"""The in-memory dataset every loader returns."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+
+@dataclass
+class Dataset:
+    """Train and test arrays plus what a user needs to know about them.
+
+    Images are uint8 ``[N, C, H, W]`` (kept as bytes so a whole dataset fits in memory and is
+    indexed by a permutation); tabular features are float32 ``[N, F]``, already encoded.
+    Labels are int64 ``[N]``.
+    """
+
+    name: str
+    kind: Literal["image", "tabular"]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: list[str]
+    source: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if len(x) != len(y):
+                raise ValueError(f"{self.name}: x_{split} has {len(x)} rows, y_{split} {len(y)}")
+        self.y_train = self.y_train.astype(np.int64, copy=False)
+        self.y_test = self.y_test.astype(np.int64, copy=False)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def checksum(self) -> str:
+        """sha256 over the decoded arrays: identifies the exact data, whatever the file format."""
+        h = hashlib.sha256()
+        for arr in (self.x_train, self.y_train, self.x_test, self.y_test):
+            h.update(str(arr.dtype).encode() + str(arr.shape).encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "train_size": len(self.y_train),
+            "test_size": len(self.y_test),
+            "input_shape": list(self.input_shape),
+            "dtype": str(self.x_train.dtype),
+            "num_classes": self.num_classes,
+            "classes": self.classes,
+            "source": self.source,
+            "sha256": self.checksum,
+            **({"extra": self.extra} if self.extra else {}),
+        }
