@@ -1,0 +1,5 @@
+import sys
+
+from privquant.cli import main
+
+sys.exit(main())

@@ -1,0 +1,111 @@
+"""Membership splits in the LiRA style, saved with every run."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from privquant.artifacts.atomic import atomic_path
+from privquant.errors import ConfigError, PrivquantError
+
+
+@dataclass(frozen=True)
+class MembershipSplit:
+    """Indices that define an audit.
+
+    ``pool``: rows of the dataset's *train* part forming the population; ``keep[m, j]`` is True
+    when model ``m`` trains on ``pool[j]``. ``reference``: train-part rows disjoint from the pool,
+    held by the defender (never trained on by any audited model). ``test``: rows of the *test*
+    part, for accuracy only.
+    """
+
+    pool: np.ndarray
+    keep: np.ndarray
+    reference: np.ndarray
+    test: np.ndarray
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.keep.ndim != 2 or self.keep.shape[1] != len(self.pool):
+            raise PrivquantError(f"keep must be [models, {len(self.pool)}], got {self.keep.shape}")
+        if np.intersect1d(self.pool, self.reference).size:
+            raise PrivquantError("reference set overlaps the population pool")
+
+    @property
+    def n_models(self) -> int:
+        return int(self.keep.shape[0])
+
+    def members(self, model: int) -> np.ndarray:
+        """Dataset train-part rows model ``model`` trains on."""
+        return self.pool[self.keep[model]]
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, pool=self.pool, keep=self.keep, reference=self.reference, test=self.test,
+                     seed=np.int64(self.seed))  # fmt: skip
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> MembershipSplit:
+        try:
+            with np.load(Path(path), allow_pickle=False) as z:
+                return cls(
+                    z["pool"], z["keep"].astype(bool), z["reference"], z["test"], int(z["seed"])
+                )
+        except (OSError, KeyError, ValueError) as e:
+            raise PrivquantError(f"{path}: not a membership split file ({e})") from e
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "pool_size": len(self.pool),
+            "n_models": self.n_models,
+            "members_per_model": self.keep.sum(1).tolist(),
+            "reference_size": len(self.reference),
+            "test_size": len(self.test),
+            "seed": self.seed,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.summary())
+
+
+def make_split(
+    n_train: int,
+    n_test: int,
+    pool_size: int,
+    n_models: int,
+    reference_size: int = 0,
+    test_size: int | None = None,
+    seed: int = 0,
+) -> MembershipSplit:
+    """Draw a pool, a keep matrix and disjoint reference/test sets, deterministically.
+
+    Every pool point is a member of exactly ``n_models // 2`` models (chosen at random per
+    point, as in LiRA), so each model trains on about half the pool and every point has as
+    many IN as OUT models to compare against.
+    """
+    if n_models < 1:
+        raise ConfigError(f"n_models: must be >= 1, got {n_models}")
+    if pool_size < 2:
+        raise ConfigError(f"pool_size: must be >= 2, got {pool_size}")
+    if pool_size + reference_size > n_train:
+        raise ConfigError(
+            f"pool_size + reference_size = {pool_size + reference_size} exceeds the {n_train} training rows"
+        )
+    test_size = n_test if test_size is None else test_size
+    if test_size > n_test:
+        raise ConfigError(f"test_size: {test_size} exceeds the {n_test} test rows")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n_train)
+    pool = np.sort(perm[:pool_size])
+    reference = np.sort(perm[pool_size : pool_size + reference_size])
+    test = np.sort(rng.permutation(n_test)[:test_size])
+    if n_models == 1:
+        keep = rng.random((1, pool_size)) < 0.5
+    else:
+        order = rng.random((n_models, pool_size)).argsort(axis=0)
+        keep = order < n_models // 2
+    return MembershipSplit(pool, keep, reference, test, seed)

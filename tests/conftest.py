@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own cache and data roots; nothing leaks between tests."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PRIVQUANT_CACHE", str(cache))
+    monkeypatch.setenv("PRIVQUANT_DATA", str(tmp_path / "data"))
+    return cache
+
+
+def write_idx(path: Path, arr: np.ndarray, compress: bool) -> Path:
+    """Write ``arr`` (uint8) as an IDX file, gzip-compressed or raw."""
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    data = header + arr.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def write_mnist_like(
+    folder: Path, n_train: int = 40, n_test: int = 10, compress: bool = True, seed: int = 0
+):
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    for stem, arr in arrays.items():
+        write_idx(folder / stem, arr, compress)
+    return arrays
+
+
+def _pickled_batch(data: np.ndarray, labels: list[int], label_key: bytes) -> bytes:
+    # Same structure as the official archive: bytes keys, uint8 array [N, 3072], list labels.
+    return pickle.dumps({b"batch_label": b"x", label_key: labels, b"data": data}, protocol=2)
+
+
+def write_cifar10_archive(path: Path, n_per_batch: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
+    """A tiny ``cifar-10-python.tar.gz`` in the official layout."""
+    rng = np.random.default_rng(seed)
+    members: dict[str, bytes] = {}
+    xs, ys = [], []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        x = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
+        y = rng.integers(0, 10, n_per_batch).tolist()
+        members[name] = _pickled_batch(x, y, b"labels")
+        xs.append(x)
+        ys.append(y)
+    names = [
+        b"airplane",
+        b"automobile",
+        b"bird",
+        b"cat",
+        b"deer",
+        b"dog",
+        b"frog",
+        b"horse",
+        b"ship",
+        b"truck",
+    ]
+    members["batches.meta"] = pickle.dumps({b"label_names": names, b"num_vis": 3072}, protocol=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return {
+        "x_train": np.concatenate(xs[:5]).reshape(-1, 3, 32, 32),
+        "y_train": np.concatenate([np.asarray(y) for y in ys[:5]]),
+        "x_test": xs[5].reshape(-1, 3, 32, 32),
+        "y_test": np.asarray(ys[5]),
+    }
+
+
+def write_image_folder(
+    root: Path, classes=("cat", "dog"), n: int = 3, size=(8, 8), mode="RGB", seed=0
+):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(
+                    root / split / c / f"{i:04d}.png"
+                )
+    return root

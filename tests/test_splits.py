@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from privquant.errors import ConfigError
+from privquant.membership import MembershipSplit, make_split
+
+
+def test_split_properties_and_determinism(tmp_path: Path) -> None:
+    s = make_split(
+        n_train=5000,
+        n_test=1000,
+        pool_size=2000,
+        n_models=8,
+        reference_size=1000,
+        test_size=300,
+        seed=7,
+    )
+    assert s.keep.shape == (8, 2000)
+    assert (s.keep.sum(0) == 4).all()  # each point IN for exactly half the models
+    assert np.abs(s.keep.sum(1) - 1000).max() < 100  # each model trains on about half the pool
+    assert np.intersect1d(s.pool, s.reference).size == 0
+    assert len(np.unique(s.pool)) == 2000 and s.test.max() < 1000
+    again = make_split(5000, 1000, 2000, 8, 1000, 300, seed=7)
+    assert (again.keep == s.keep).all() and (again.pool == s.pool).all()
+    other = make_split(5000, 1000, 2000, 8, 1000, 300, seed=8)
+    assert not (other.keep == s.keep).all()
+    s.save(tmp_path / "split.npz")
+    loaded = MembershipSplit.load(tmp_path / "split.npz")
+    assert (loaded.keep == s.keep).all() and loaded.seed == 7
+    assert (loaded.members(3) == s.pool[s.keep[3]]).all()
+
+
+def test_split_rejects_impossible_sizes() -> None:
+    with pytest.raises(ConfigError, match="exceeds the 100 training rows"):
+        make_split(100, 10, pool_size=80, n_models=4, reference_size=30)
+    with pytest.raises(ConfigError, match="test_size"):
+        make_split(100, 10, pool_size=50, n_models=4, test_size=11)

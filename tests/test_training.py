@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from privquant.artifacts import (
+    ArtifactCache,
+    atomic_write_json,
+    content_hash,
+    load_checkpoint,
+    save_checkpoint,
+)
+from privquant.data import load_dataset
+from privquant.errors import PrivquantError
+from privquant.training import TrainConfig, evaluate, predict_logits, train_new_model
+from privquant.training.augment import random_crop, random_flip, shift
+
+FAST = TrainConfig(epochs=8, batch_size=64, lr=0.05)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def test_small_cnn_learns_digits(digits) -> None:
+    model, result = train_new_model(
+        "small_cnn", digits.x_train, digits.y_train, 10, FAST, progress=False
+    )
+    acc = evaluate(model, digits.x_test, digits.y_test)["accuracy"]
+    assert acc > 0.9, acc
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_training_is_deterministic_for_a_seed(digits) -> None:
+    cfg = FAST.model_copy(update={"epochs": 2, "augment": "crop+flip", "crop_padding": 1})
+    a, _ = train_new_model("small_cnn", digits.x_train, digits.y_train, 10, cfg, progress=False)
+    b, _ = train_new_model("small_cnn", digits.x_train, digits.y_train, 10, cfg, progress=False)
+    c, _ = train_new_model(
+        "small_cnn",
+        digits.x_train,
+        digits.y_train,
+        10,
+        cfg.model_copy(update={"seed": 1}),
+        progress=False,
+    )
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_mlp_on_tabular_features() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 5)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    cfg = TrainConfig(epochs=15, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=0)
+    model, _ = train_new_model("mlp", x[:500], y[:500], 2, cfg, progress=False, hidden=(32,))
+    assert evaluate(model, x[500:], y[500:])["accuracy"] > 0.9
+
+
+def test_augmentations_are_correct_transforms() -> None:
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
+    gen = torch.Generator().manual_seed(0)
+    flipped = random_flip(x, gen)
+    for i in range(2):
+        assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(2))
+    cropped = random_crop(x, 1, gen)
+    assert cropped.shape == x.shape
+    for i in range(2):  # every crop equals one of the 9 possible shifts
+        assert any(
+            torch.equal(cropped[i], shift(x, dy, dx)[i]) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+        )
+    assert torch.equal(shift(x, 0, 1)[:, :, :, :3], x[:, :, :, 1:])
+
+
+def test_predict_logits_with_views(digits) -> None:
+    model, _ = train_new_model("small_cnn", digits.x_train[:64], digits.y_train[:64], 10,
+                               FAST.model_copy(update={"epochs": 1}), progress=False)  # fmt: skip
+    out = predict_logits(model, digits.x_test[:10], views=[lambda b: b.flip(3)])
+    assert out.shape == (10, 2, 10) and out.dtype == np.float32
+    np.testing.assert_allclose(
+        out[:, 0], predict_logits(model, digits.x_test[:10]), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_checkpoint_round_trip(tmp_path: Path, digits) -> None:
+    model, _ = train_new_model("small_cnn", digits.x_train[:64], digits.y_train[:64], 10,
+                               FAST.model_copy(update={"epochs": 1}), progress=False)  # fmt: skip
+    save_checkpoint(tmp_path / "ck", model, {"model": model.privquant_spec})
+    loaded, meta = load_checkpoint(tmp_path / "ck")
+    np.testing.assert_array_equal(
+        predict_logits(loaded, digits.x_test), predict_logits(model, digits.x_test)
+    )
+    assert meta["model"]["name"] == "small_cnn"
+    (tmp_path / "ck" / "model.safetensors").write_bytes(b"corrupt")
+    with pytest.raises(PrivquantError, match="model.safetensors"):
+        load_checkpoint(tmp_path / "ck")
+
+
+def test_artifact_cache_builds_once_and_is_atomic(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path / "c")
+    key = cache.key(config={"lr": 0.1}, indices=np.arange(5))
+    assert key == cache.key(config={"lr": 0.1}, indices=np.arange(5))
+    assert key != cache.key(config={"lr": 0.1}, indices=np.arange(6))
+    calls = []
+
+    def build(d: Path) -> None:
+        calls.append(1)
+        (d / "x.json").write_text("{}")
+
+    def crash(d: Path) -> None:
+        (d / "partial").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.get_or_create(key, crash)
+    assert cache.get(key) is None and not list((tmp_path / "c").rglob("partial"))
+    p1 = cache.get_or_create(key, build)
+    p2 = cache.get_or_create(key, build)
+    assert p1 == p2 and len(calls) == 1 and (p1 / "x.json").is_file()
+
+
+def test_content_hash_and_atomic_json(tmp_path: Path) -> None:
+    assert content_hash({"a": 1, "b": [1, 2]}) == content_hash({"b": [1, 2], "a": 1})
+    atomic_write_json(tmp_path / "r.json", {"x": 1})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
