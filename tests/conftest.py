@@ -108,3 +108,18 @@ def write_image_folder(
                     root / split / c / f"{i:04d}.png"
                 )
     return root
+
+
+def require_dataset(name: str):
+    """Load a real dataset; skip when absent unless PRIVQUANT_REQUIRE_DATA is set (as in CI)."""
+    import os
+
+    from privquant.data import load_dataset
+    from privquant.errors import DatasetError
+
+    try:
+        return load_dataset(name)
+    except DatasetError as e:
+        if os.environ.get("PRIVQUANT_REQUIRE_DATA"):
+            raise
+        pytest.skip(f"{name} not available: {e}")

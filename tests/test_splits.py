@@ -20,8 +20,11 @@ def test_split_properties_and_determinism(tmp_path: Path) -> None:
         seed=7,
     )
     assert s.keep.shape == (8, 2000)
-    assert (s.keep.sum(0) == 4).all()  # each point IN for exactly half the models
     assert np.abs(s.keep.sum(1) - 1000).max() < 100  # each model trains on about half the pool
+    # Independent memberships: another model's row carries no information about model 0's.
+    assert abs(np.corrcoef(s.keep[0], s.keep[1:].sum(0))[0, 1]) < 0.1
+    balanced = make_split(5000, 1000, 2000, 8, 1000, 300, seed=7, balanced=True)
+    assert (balanced.keep.sum(0) == 4).all()  # LiRA's scheme: each point IN for exactly half
     assert np.intersect1d(s.pool, s.reference).size == 0
     assert len(np.unique(s.pool)) == 2000 and s.test.max() < 1000
     again = make_split(5000, 1000, 2000, 8, 1000, 300, seed=7)

@@ -73,6 +73,51 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_attack(args: argparse.Namespace) -> int:
+    from privquant.artifacts import atomic_write_json
+    from privquant.attacks import Signals, format_table, run_attacks
+
+    signals = Signals.load(args.signals)
+    targets = [int(t) for t in args.target.split(",")]
+    res = run_attacks(
+        signals, targets=targets, attacks=args.attacks, n_bootstrap=args.bootstrap, seed=args.seed
+    )
+    res["signals"] = {"path": str(Path(args.signals).resolve()), "models": signals.n_models,
+                      "points": signals.n_points, "queries": signals.n_queries, "classes": signals.n_classes}  # fmt: skip
+    print(format_table(res))
+    if args.json:
+        atomic_write_json(args.json, res)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def _cmd_signals(args: argparse.Namespace) -> int:
+    from privquant.artifacts import ArtifactCache
+    from privquant.data import load_dataset
+    from privquant.membership import make_split
+    from privquant.pipeline import collect_signals, query_views, train_population
+    from privquant.training import TrainConfig
+
+    ds = load_dataset(args.data)
+    split = make_split(len(ds.y_train), len(ds.y_test), args.pool, args.models, seed=args.seed)
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        augment=args.augment,
+        seed=args.seed,
+    )
+    paths = train_population(ds, split, args.model, cfg, ArtifactCache(args.cache))
+    signals = collect_signals(paths, ds.x_train[split.pool], ds.y_train[split.pool], split.keep,
+                              query_views(ds.kind, args.queries))  # fmt: skip
+    signals.save(args.out)
+    split.save(Path(args.out).with_suffix(".split.npz"))
+    print(
+        f"wrote {args.out}: {signals.n_models} models x {signals.n_points} points x {signals.n_queries} queries"
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     # Until the audit pipeline lands, the demo trains the default model on the default data.
     start = time.perf_counter()
@@ -118,6 +163,44 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", help="folder to write the checkpoint (safetensors + meta.json)")
     t.set_defaults(func=_cmd_train)
+
+    a = sub.add_parser("attack", help="run membership inference attacks on a signals file")
+    a.add_argument(
+        "--signals",
+        required=True,
+        help="npz with logits [models, points, queries, classes], labels, keep",
+    )
+    a.add_argument("--target", default="0", help="target model index, or a comma-separated list")
+    a.add_argument(
+        "--attacks", default="all", help="'all' or a comma-separated list of attack names"
+    )
+    a.add_argument(
+        "--bootstrap", type=int, default=200, help="bootstrap resamples for confidence intervals"
+    )
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--json", help="write every metric to this JSON file")
+    a.set_defaults(func=_cmd_attack)
+
+    s = sub.add_parser(
+        "signals", help="train models on random halves of a pool and save their outputs"
+    )
+    s.add_argument("--data", default="fashion-mnist")
+    s.add_argument(
+        "--model", default="small_cnn", choices=["mlp", "small_cnn", "resnet20", "resnet18"]
+    )
+    s.add_argument("--models", type=int, default=8, help="number of models (target + shadows)")
+    s.add_argument("--pool", type=int, default=10000, help="population pool size")
+    s.add_argument("--epochs", type=int, default=10)
+    s.add_argument("--lr", type=float, default=0.05)
+    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--augment", default="none", choices=["none", "flip", "crop", "crop+flip"])
+    s.add_argument(
+        "--queries", type=int, default=2, help="query views per point (original + augmentations)"
+    )
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--cache", default="runs/cache", help="trained-model cache folder")
+    s.add_argument("--out", required=True, help="signals .npz to write")
+    s.set_defaults(func=_cmd_signals)
 
     d = sub.add_parser("demo", help="the newcomer's demo on Fashion-MNIST")
     d.add_argument("--out", default="runs/demo/model", help="checkpoint folder")

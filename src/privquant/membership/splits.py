@@ -80,12 +80,16 @@ def make_split(
     reference_size: int = 0,
     test_size: int | None = None,
     seed: int = 0,
+    balanced: bool = False,
 ) -> MembershipSplit:
     """Draw a pool, a keep matrix and disjoint reference/test sets, deterministically.
 
-    Every pool point is a member of exactly ``n_models // 2`` models (chosen at random per
-    point, as in LiRA), so each model trains on about half the pool and every point has as
-    many IN as OUT models to compare against.
+    By default every (model, point) membership is an independent fair coin, so each model
+    trains on about half the pool and the shadows' rows of ``keep`` say nothing about the
+    target's row. ``balanced=True`` instead makes every point a member of exactly
+    ``n_models // 2`` models (the LiRA reference code's scheme); then a point's membership in
+    one model is determined by the others, which an attack learning from shadow membership
+    (e.g. a per-point classifier) can exploit with few models. Use it only with many models.
     """
     if n_models < 1:
         raise ConfigError(f"n_models: must be >= 1, got {n_models}")
@@ -103,9 +107,8 @@ def make_split(
     pool = np.sort(perm[:pool_size])
     reference = np.sort(perm[pool_size : pool_size + reference_size])
     test = np.sort(rng.permutation(n_test)[:test_size])
-    if n_models == 1:
-        keep = rng.random((1, pool_size)) < 0.5
+    if balanced and n_models > 1:
+        keep = rng.random((n_models, pool_size)).argsort(axis=0) < n_models // 2
     else:
-        order = rng.random((n_models, pool_size)).argsort(axis=0)
-        keep = order < n_models // 2
+        keep = rng.random((n_models, pool_size)) < 0.5
     return MembershipSplit(pool, keep, reference, test, seed)

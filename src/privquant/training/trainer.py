@@ -181,6 +181,8 @@ class Trainer:
             torch.cuda.synchronize()
         result.seconds = time.perf_counter() - start
         result.samples_per_second = cfg.epochs * len(x_t) / result.seconds
+        if is_image and cfg.channels_last:  # hand back the layout users (and exporters) expect
+            model.to(memory_format=torch.contiguous_format)
         model.eval()
         return result
 

@@ -1,0 +1,107 @@
+"""Run attacks on signals for one or several targets and collect every metric."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from privquant.attacks.base import (
+    get_attack,
+    references_for,
+    resolve_attack_names,
+    shadow_threshold,
+)
+from privquant.attacks.signals import Signals
+from privquant.metrics import evaluate_scores
+from privquant.metrics.evaluate import CI_METRICS
+
+
+def attack_scores(
+    signals: Signals, name: str, target: int, **params: Any
+) -> tuple[np.ndarray, float]:
+    """Membership scores of every pool point against ``target`` and the shadow-chosen threshold."""
+    attack = get_attack(name)
+    scores = attack.score(signals, target, references_for(signals, target), **params)
+    return np.asarray(scores, dtype=np.float64), shadow_threshold(attack, signals, target, params)
+
+
+def run_attacks(
+    signals: Signals,
+    targets: Sequence[int] = (0,),
+    attacks: str | Sequence[str] = "all",
+    params: dict[str, dict[str, Any]] | None = None,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    progress: bool = True,
+    keep_scores: bool = False,
+) -> dict[str, Any]:
+    """Every metric of every attack against every target, plus mean and std over targets.
+
+    Returns ``{"attacks": {name: {"per_target": {t: metrics}, "mean": ..., "std": ...}}}``.
+    ``keep_scores`` also returns the raw scores (for ROC plots and histograms).
+    """
+    names = resolve_attack_names(attacks if isinstance(attacks, str) else list(attacks))
+    params = params or {}
+    out: dict[str, Any] = {"targets": list(map(int, targets)), "attacks": {}}
+    jobs = [(n, t) for n in names for t in targets]
+    bar = tqdm(jobs, desc="attacks", unit="attack", disable=not progress, leave=False)
+    for name, target in bar:
+        bar.set_postfix(attack=name, target=target)
+        start = time.perf_counter()
+        scores, thr = attack_scores(signals, name, int(target), **params.get(name, {}))
+        metrics = evaluate_scores(
+            scores, signals.keep[target], thr, n_bootstrap=n_bootstrap, seed=seed
+        )
+        metrics["seconds"] = time.perf_counter() - start
+        entry = out["attacks"].setdefault(
+            name, {"description": get_attack(name).description, "per_target": {}}
+        )
+        entry["per_target"][str(target)] = metrics
+        if keep_scores:
+            entry.setdefault("scores", {})[str(target)] = scores
+    for entry in out["attacks"].values():
+        rows = list(entry["per_target"].values())
+        keys = [k for k in rows[0] if isinstance(rows[0][k], float) and k not in ("threshold",)]
+        entry["mean"] = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+        entry["std"] = {k: float(np.std([r[k] for r in rows])) for k in keys}
+    return out
+
+
+SUMMARY_COLUMNS = (
+    "auc",
+    "tpr@1%fpr",
+    "tpr@0.1%fpr",
+    "tpr@0.01%fpr",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "advantage",
+)
+assert set(SUMMARY_COLUMNS) <= set(CI_METRICS)
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A plain-text table of mean metrics over targets (± std when several targets)."""
+    header = ["attack", *SUMMARY_COLUMNS]
+    rows = [header]
+    multi = len(results["targets"]) > 1
+    for name, entry in results["attacks"].items():
+        row = [name]
+        for k in SUMMARY_COLUMNS:
+            v = entry["mean"][k]
+            row.append(f"{v:.3f}±{entry['std'][k]:.3f}" if multi else f"{v:.3f}")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)

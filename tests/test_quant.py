@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import require_dataset
+from privquant.data import load_dataset
+from privquant.errors import ConfigError, PrivquantError
+from privquant.quant import (
+    QuantConfig,
+    calibration_batches,
+    export_quantized,
+    load_quantized,
+    quant_layers,
+    quantization_aware_training,
+    quantize,
+)
+from privquant.quant.export import pack, unpack
+from privquant.quant.fake import level_range, weight_params
+from privquant.training import TrainConfig, evaluate, predict_logits, train_new_model
+
+
+@pytest.fixture(scope="module")
+def digits_resnet():
+    ds = load_dataset("digits")
+    model, _ = train_new_model("resnet20", ds.x_train, ds.y_train, 10, TrainConfig(epochs=3, batch_size=64),
+                               progress=False)  # fmt: skip
+    return ds, model
+
+
+@pytest.mark.parametrize("bits", [1.58, 2, 3, 4, 8])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_levels_idempotence_and_clipping(bits: float, symmetric: bool) -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 16)
+    cfg = QuantConfig(weight_bits=bits, symmetric=symmetric, first_last_bits=None)
+    q = quantize(nn.Sequential(layer), cfg)
+    ql = quant_layers(q)["0"]
+    w = ql.quantized_weight().detach()
+    for row in w:  # at most 2^b levels per output channel (3 for ternary)
+        assert len(torch.unique(row)) <= (3 if bits == 1.58 else 2 ** int(bits))
+    # Idempotence: quantizing the quantized weights changes nothing.
+    ql.layer.weight.data = w.clone()
+    assert torch.equal(ql.quantized_weight().detach(), w)
+    # Clipping: values far outside the range land on the extreme levels.
+    qmin, qmax = level_range(bits, symmetric)
+    big = torch.full_like(w, 1e6)
+    ql.layer.weight.data = big
+    assert torch.allclose(
+        ql.quantized_weight().detach(), (qmax - ql.zero) * ql.scale.expand_as(big)
+    )
+
+
+def test_mse_calibration_beats_minmax_on_heavy_tails() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(8, 256)
+    w[:, 0] = 20  # one outlier per channel
+    errs = {}
+    for method in ("minmax", "mse"):
+        s, z = weight_params(w, 4, True, True, method)
+        deq = (torch.clamp(torch.round(w / s) + z, -8, 7) - z) * s
+        errs[method] = float(((deq - w) ** 2).mean())
+    assert errs["mse"] < errs["minmax"]
+
+
+@pytest.mark.parametrize("nbits", [2, 3, 4, 8])
+def test_pack_round_trip(nbits: int) -> None:
+    codes = np.random.default_rng(0).integers(0, 2**nbits, 1001)
+    packed = pack(codes, nbits)
+    assert packed.nbytes == -(-1001 * nbits // 8)
+    assert np.array_equal(unpack(packed, nbits, 1001), codes)
+
+
+@pytest.mark.parametrize("cfg", [
+    QuantConfig(weight_bits=4),
+    QuantConfig(weight_bits=1.58, symmetric=True),
+    QuantConfig(weight_bits=3, symmetric=False, granularity="per_tensor", calibration="percentile"),
+    QuantConfig(weight_bits=8, act_bits=8),
+])  # fmt: skip
+def test_export_round_trip_is_bit_exact(tmp_path: Path, digits_resnet, cfg: QuantConfig) -> None:
+    ds, model = digits_resnet
+    q = quantize(model, cfg, calibration_batches(ds.x_train, 2))
+    manifest = export_quantized(q, tmp_path / "exp")
+    loaded, _ = load_quantized(tmp_path / "exp")
+    for name, layer in quant_layers(q).items():
+        assert torch.equal(layer.quantized_weight(), quant_layers(loaded)[name].quantized_weight())
+    np.testing.assert_array_equal(predict_logits(q, ds.x_test), predict_logits(loaded, ds.x_test))
+    size = manifest["size"]
+    bits = 2 if cfg.weight_bits == 1.58 else cfg.weight_bits
+    assert bits <= size["avg_bits_per_quantized_weight"] <= 8  # first/last layers stay at 8 bits
+    assert bits == 8 or size["avg_bits_per_quantized_weight"] < 8
+    assert size["total_bytes"] < size["fp32_bytes"]
+    assert (tmp_path / "exp" / "quantized.safetensors").stat().st_size >= size[
+        "packed_weight_bytes"
+    ]
+
+
+def test_eight_bit_ptq_keeps_accuracy(digits_resnet) -> None:
+    ds, model = digits_resnet
+    fp = evaluate(model, ds.x_test, ds.y_test)["accuracy"]
+    q8 = quantize(model, QuantConfig(weight_bits=8, act_bits=8), calibration_batches(ds.x_train, 4))
+    assert evaluate(q8, ds.x_test, ds.y_test)["accuracy"] >= fp - 0.005
+
+
+def test_qat_recovers_low_bit_accuracy_on_fashion_mnist() -> None:
+    ds = require_dataset("fashion-mnist")
+    x, y = ds.x_train[:8000], ds.y_train[:8000]
+    model, _ = train_new_model("small_cnn", x, y, 10, TrainConfig(epochs=4), progress=False)
+    fp = evaluate(model, ds.x_test[:4000], ds.y_test[:4000])["accuracy"]
+    cfg = QuantConfig(weight_bits=4, first_last_bits=None)
+    ptq = evaluate(quantize(model, cfg), ds.x_test[:4000], ds.y_test[:4000])["accuracy"]
+    qat, _ = quantization_aware_training(
+        model, cfg, x, y, TrainConfig(epochs=2, lr=0.01), progress=False
+    )
+    acc = evaluate(qat, ds.x_test[:4000], ds.y_test[:4000])["accuracy"]
+    assert acc >= fp - 0.02, (fp, ptq, acc)
+    q8 = quantize(model, QuantConfig(weight_bits=8, act_bits=8), calibration_batches(x, 4))
+    assert evaluate(q8, ds.x_test[:4000], ds.y_test[:4000])["accuracy"] >= fp - 0.005
+
+
+def test_lsq_learns_the_step_size(digits_resnet) -> None:
+    ds, model = digits_resnet
+    cfg = QuantConfig(weight_bits=3, learn_scale=True)
+    q, _ = quantization_aware_training(model, cfg, ds.x_train, ds.y_train, TrainConfig(epochs=1, batch_size=64, lr=0.01),
+                                       progress=False)  # fmt: skip
+    before = quantize(model, cfg)
+    name = next(iter(quant_layers(q)))
+    assert isinstance(quant_layers(q)[name].scale, nn.Parameter)
+    assert not torch.equal(quant_layers(q)[name].scale.detach(), quant_layers(before)[name].scale)
+
+
+def test_adaround_reconstructs_better_than_nearest(digits_resnet) -> None:
+    ds, model = digits_resnet
+    calib = calibration_batches(ds.x_train, 2)
+    nearest = quantize(model, QuantConfig(weight_bits=3), calib)
+    learned = quantize(model, QuantConfig(weight_bits=3, rounding="adaround"), calib)
+    ref = torch.from_numpy(predict_logits(model, ds.x_test))
+    err = {k: float(((torch.from_numpy(predict_logits(m, ds.x_test)) - ref) ** 2).mean())
+           for k, m in (("nearest", nearest), ("adaround", learned))}  # fmt: skip
+    assert err["adaround"] < err["nearest"], err
+
+
+def test_bad_configs_and_unsupported_layers() -> None:
+    with pytest.raises(ConfigError, match="5.5 bits is not supported"):
+        QuantConfig(weight_bits=5.5)
+    with pytest.raises(ConfigError, match=r"layer_bits\['x'\]"):
+        QuantConfig(layer_bits={"x": 1})
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    with pytest.raises(
+        ConfigError, match=r"unknown layers \['nope'\].*quantizable layers are \['0', '2'\]"
+    ):
+        quantize(model, QuantConfig(layer_bits={"nope": 4}))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        quantize(model, QuantConfig(weight_bits=4))
+    assert any("1 (LayerNorm)" in str(x.message) for x in w)
+    with pytest.raises(ConfigError, match="calibration data is required"):
+        quantize(model, QuantConfig(act_bits=8))
+
+
+def test_mixed_precision_map(digits_resnet) -> None:
+    _, model = digits_resnet
+    names = list(quant_layers(quantize(model, QuantConfig())))
+    q = quantize(model, QuantConfig(weight_bits=4, layer_bits={names[3]: 2}))
+    bits = {n: layer.bits for n, layer in quant_layers(q).items()}
+    assert (
+        bits[names[0]] == 8 and bits[names[-1]] == 8 and bits[names[3]] == 2 and bits[names[5]] == 4
+    )
+
+
+def test_onnx_runtime_matches(tmp_path: Path, digits_resnet) -> None:
+    pytest.importorskip("onnxruntime")
+    from privquant.quant.onnx_export import export_onnx, onnx_logits, onnx_session
+
+    ds, model = digits_resnet
+    q = quantize(model, QuantConfig(weight_bits=4), calibration_batches(ds.x_train, 2))
+    export_onnx(q, tmp_path / "q.onnx", ds.input_shape)
+    ours, ort = (
+        predict_logits(q, ds.x_test),
+        onnx_logits(onnx_session(tmp_path / "q.onnx"), ds.x_test),
+    )
+    np.testing.assert_allclose(ort, ours, atol=1e-4, rtol=1e-4)
+    qa = quantize(model, QuantConfig(weight_bits=8, act_bits=8), calibration_batches(ds.x_train, 2))
+    export_onnx(qa, tmp_path / "qa.onnx", ds.input_shape)
+    ours, ort = (
+        predict_logits(qa, ds.x_test),
+        onnx_logits(onnx_session(tmp_path / "qa.onnx"), ds.x_test),
+    )
+    assert (ours.argmax(1) == ort.argmax(1)).mean() >= 0.99  # activation rounding may flip on ties
+    assert np.abs(ours - ort).max() < 0.25
+    with pytest.raises(PrivquantError, match="8-bit activations only"):
+        export_onnx(
+            quantize(model, QuantConfig(act_bits=4), calibration_batches(ds.x_train, 1)),
+            tmp_path / "x.onnx",
+            ds.input_shape,
+        )
