@@ -23,5 +23,5 @@ class DatasetError(PrivquantError):
         super().__init__(msg)
 
 
-class ConfigError(PrivquantError):
+class ConfigError(PrivquantError, ValueError):
     """A configuration value is invalid; the message names the field and allowed values."""

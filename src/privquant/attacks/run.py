@@ -19,6 +19,8 @@ from privquant.attacks.signals import Signals
 from privquant.metrics import evaluate_scores
 from privquant.metrics.evaluate import CI_METRICS
 
+NOT_AVERAGED = ("threshold", "seconds")  # per-target facts, not metrics
+
 
 def attack_scores(
     signals: Signals, name: str, target: int, **params: Any
@@ -65,7 +67,7 @@ def run_attacks(
             entry.setdefault("scores", {})[str(target)] = scores
     for entry in out["attacks"].values():
         rows = list(entry["per_target"].values())
-        keys = [k for k in rows[0] if isinstance(rows[0][k], float) and k not in ("threshold",)]
+        keys = [k for k in rows[0] if isinstance(rows[0][k], float) and k not in NOT_AVERAGED]
         entry["mean"] = {k: float(np.mean([r[k] for r in rows])) for k in keys}
         entry["std"] = {k: float(np.std([r[k] for r in rows])) for k in keys}
     return out

@@ -1,0 +1,142 @@
+"""The audit configuration: one YAML file, validated before any work starts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from privquant.errors import ConfigError
+from privquant.quant import QuantConfig
+from privquant.training import TrainConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    name: str = Field("fashion-mnist", description="dataset name (see `privquant data info`)")
+    pool_size: int = Field(
+        10_000, ge=100, description="population pool; each model trains on ~half"
+    )
+    reference_size: int = Field(
+        5_000, ge=0, description="defender-held rows, disjoint from the pool"
+    )
+    test_size: int | None = Field(None, description="test rows for accuracy (None: all)")
+
+
+class ModelConfig(_Strict):
+    name: Literal["mlp", "small_cnn", "resnet20", "resnet18"] = "small_cnn"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PopulationConfig(_Strict):
+    n_models: int = Field(9, ge=3, description="target + shadow models (any can be the target)")
+    balanced: bool = Field(False, description="LiRA's exactly-half keep matrix (see make_split)")
+    queries: int = Field(2, ge=1, le=10, description="query views: original + augmentations")
+
+
+class VariantConfig(_Strict):
+    """One way of turning each trained model into the model that is attacked."""
+
+    name: str
+    method: Literal["none", "ptq", "qat"] = "none"
+    quant: QuantConfig | None = None
+    epochs: int = Field(2, ge=1, description="qat: fine-tuning epochs on the model's own members")
+    lr: float = Field(0.01, gt=0, description="qat: learning rate")
+
+    @model_validator(mode="after")
+    def _needs_quant(self) -> VariantConfig:
+        if self.method != "none" and self.quant is None:
+            raise ValueError(
+                f"variant {self.name!r}: method {self.method!r} needs a 'quant' section"
+            )
+        if self.method == "none" and self.quant is not None:
+            raise ValueError(f"variant {self.name!r}: method 'none' takes no 'quant' section")
+        return self
+
+
+class AuditConfig(_Strict):
+    name: str = "audit"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    population: PopulationConfig = Field(default_factory=PopulationConfig)
+    variants: list[VariantConfig] = Field(default_factory=lambda: [VariantConfig(name="fp32")])
+    attacks: list[str] | Literal["all"] = Field(
+        default_factory=lambda: [
+            "loss",
+            "shokri",
+            "lira_online_fixed_var",
+            "lira_offline_fixed_var",
+            "rmia",
+            "label_only_correctness",
+        ]  # fmt: skip
+    )
+    targets: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    naive: bool = Field(False, description="also attack each variant with full-precision shadows")
+    bootstrap: int = Field(200, ge=0)
+    cache_dir: str | None = Field(None, description="trained-model cache (default: RUN_DIR/cache)")
+
+    @field_validator("attacks")
+    @classmethod
+    def _attacks(cls, v: list[str] | str) -> list[str] | str:
+        from privquant.attacks import resolve_attack_names
+
+        if v != "all":
+            resolve_attack_names(v)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AuditConfig:
+        names = [v.name for v in self.variants]
+        if "fp32" not in names or self.variants[names.index("fp32")].method != "none":
+            raise ValueError(
+                "variants: must include {name: fp32, method: none}, the reference for relative change"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"variants: names must be unique, got {names}")
+        bad = [t for t in self.targets if not 0 <= t < self.population.n_models]
+        if bad:
+            raise ValueError(
+                f"targets: {bad} outside 0..{self.population.n_models - 1} (population.n_models)"
+            )
+        return self
+
+
+def _format_errors(e: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(
+            f"  {loc}: {err['msg']}"
+            + (f" (got {err['input']!r})" if err["type"] != "missing" else "")
+        )
+    return "\n".join(lines)
+
+
+def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> AuditConfig:
+    """Validate a YAML file (or dict); errors name the field and the allowed values."""
+    where = "config"
+    if not isinstance(source, dict):
+        where = str(source)
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            source = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        if not isinstance(source, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return AuditConfig.model_validate(source)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, where)) from None
+    except ConfigError as e:  # raised by nested validators (bits, attack names)
+        raise ConfigError(f"{where}: {e}") from None

@@ -1,0 +1,79 @@
+"""Figures of a report, returned as PNG bytes (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def roc_figure(results: dict[str, Any], attack: str) -> bytes:
+    """Log-log ROC of one attack, one line per variant (TPR averaged over targets)."""
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    for name, v in results["variants"].items():
+        curves = v["attacks"].get(attack, {}).get("curves")
+        if not curves:
+            continue
+        fpr = np.asarray(next(iter(curves.values()))["roc_fpr"])
+        tpr = np.mean([c["roc_tpr"] for c in curves.values()], axis=0)
+        auc = v["attacks"][attack]["mean"]["auc"]
+        ax.step(fpr, np.maximum(tpr, 1e-5), where="post", label=f"{name} (AUC {auc:.3f})")
+    ax.plot([1e-5, 1], [1e-5, 1], "k:", lw=0.8, label="chance")
+    ax.set(xscale="log", yscale="log", xlim=(1e-4, 1), ylim=(1e-4, 1.05), xlabel="false positive rate",
+           ylabel="true positive rate", title=f"ROC: {attack}")  # fmt: skip
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3, which="both")
+    return _png(fig)
+
+
+def histogram_figure(results: dict[str, Any], attack: str) -> bytes:
+    """Score histograms of members vs non-members for the first target, one panel per variant."""
+    names = [n for n, v in results["variants"].items() if attack in v["attacks"]]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        curves = results["variants"][name]["attacks"][attack]["curves"]
+        c = next(iter(curves.values()))
+        edges = np.asarray(c["hist_edges"])
+        width = np.diff(edges)
+        ax.bar(
+            edges[:-1], c["hist_nonmembers"], width, align="edge", alpha=0.55, label="non-members"
+        )
+        ax.bar(edges[:-1], c["hist_members"], width, align="edge", alpha=0.55, label="members")
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{attack} scores (target {next(iter(curves))})", fontsize=10)
+    return _png(fig)
+
+
+def pareto_figure(results: dict[str, Any], attack: str) -> bytes:
+    """Privacy-utility-size: test accuracy vs TPR at 1% FPR, marker area by model bytes."""
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    sizes = [v["size_bytes"] for v in results["variants"].values()]
+    biggest = max(sizes) if sizes else 1
+    for name, v in results["variants"].items():
+        if attack not in v["attacks"]:
+            continue
+        tpr = v["attacks"][attack]["mean"]["tpr@1%fpr"]
+        ax.scatter(v["test_accuracy"], tpr, s=40 + 600 * v["size_bytes"] / biggest, alpha=0.6)
+        ax.annotate(f"{name}\n{v['size_bytes'] / 1024:.0f} KiB", (v["test_accuracy"], tpr), fontsize=7,
+                    ha="center", va="bottom")  # fmt: skip
+    ax.axhline(0.01, color="k", ls=":", lw=0.8, label="chance (1%)")
+    ax.set(
+        xlabel="test accuracy", ylabel=f"TPR at 1% FPR ({attack})", title="privacy / utility / size"
+    )
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _png(fig)
