@@ -9,6 +9,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 import privquant
 from privquant.errors import PrivquantError
 
@@ -43,20 +45,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     ds = load_dataset(args.data)
     n = min(args.train_size or len(ds.y_train), len(ds.y_train))
+    # A seeded random subset: image folders list their files class by class.
+    rows = np.sort(np.random.default_rng(args.seed).permutation(len(ds.y_train))[:n])
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
                       augment=args.augment, seed=args.seed, label_smoothing=args.label_smoothing)  # fmt: skip
     print(
         f"training {args.model} on {n} rows of {ds.name} for {cfg.epochs} epochs ...",
         file=sys.stderr,
     )
-    model, result = train_new_model(args.model, ds.x_train[:n], ds.y_train[:n], ds.num_classes, cfg)
+    model, result = train_new_model(
+        args.model, ds.x_train[rows], ds.y_train[rows], ds.num_classes, cfg
+    )
     test = evaluate(model, ds.x_test, ds.y_test)
-    train = evaluate(model, ds.x_train[:n], ds.y_train[:n])
+    train = evaluate(model, ds.x_train[rows], ds.y_train[rows])
     summary = {
         "dataset": ds.name,
         "dataset_sha256": ds.checksum,
         "model": args.model,
         "train_size": n,
+        "train_rows_seed": args.seed,
         "train_accuracy": train["accuracy"],
         "test_accuracy": test["accuracy"],
         "train_seconds": result.seconds,
@@ -141,7 +148,8 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     model, meta = load_checkpoint(args.checkpoint)
     ds = load_dataset(_checkpoint_dataset(meta, args.data))
     n = min(args.train_size or len(ds.y_train), len(ds.y_train))
-    x, y = ds.x_train[:n], ds.y_train[:n]
+    rows = np.sort(np.random.default_rng(args.seed).permutation(len(ds.y_train))[:n])
+    x, y = ds.x_train[rows], ds.y_train[rows]
     bits = float(args.bits) if args.bits == "1.58" else int(args.bits)
     cfg = QuantConfig(weight_bits=bits, act_bits=args.act_bits, granularity=args.granularity,
                       symmetric=not args.asymmetric, calibration=args.calibration,
@@ -290,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     t.add_argument("--augment", default="none", choices=["none", "flip", "crop", "crop+flip"])
     t.add_argument("--label-smoothing", type=float, default=0.0)
-    t.add_argument("--train-size", type=int, default=0, help="first N training rows (0: all)")
+    t.add_argument(
+        "--train-size", type=int, default=0, help="a seeded random N training rows (0: all)"
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", help="folder to write the checkpoint (safetensors + meta.json)")
     t.set_defaults(func=_cmd_train)
@@ -363,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-size", type=int, default=0, help="first N training rows for calibration/QAT"
     )
     q.add_argument("--epochs", type=int, default=2, help="QAT epochs")
-    q.add_argument("--lr", type=float, default=0.01, help="QAT learning rate")
+    q.add_argument("--lr", type=float, default=0.001,
+                   help="QAT learning rate (BatchNorm-folded networks diverge at 0.01)")  # fmt: skip
     q.add_argument("--batch-size", type=int, default=256)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--onnx", action="store_true", help="also write model.onnx (QDQ)")

@@ -47,7 +47,9 @@ class VariantConfig(_Strict):
     method: Literal["none", "ptq", "qat"] = "none"
     quant: QuantConfig | None = None
     epochs: int = Field(2, ge=1, description="qat: fine-tuning epochs on the model's own members")
-    lr: float = Field(0.01, gt=0, description="qat: learning rate")
+    lr: float = Field(
+        0.001, gt=0, description="qat: learning rate (BatchNorm-folded nets diverge at 0.01)"
+    )
 
     @model_validator(mode="after")
     def _needs_quant(self) -> VariantConfig:
