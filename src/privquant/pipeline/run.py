@@ -208,7 +208,9 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
         "timings_seconds": timings,
         "variants": variants,
     }
-    atomic_write_json(run_dir / "results.json", results)
+    atomic_write_json(
+        run_dir / "results.json", results, sort_keys=False
+    )  # keep the config's variant order
     from privquant.report import render_report
 
     render_report(results, run_dir)

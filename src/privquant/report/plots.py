@@ -67,13 +67,12 @@ def pareto_figure(results: dict[str, Any], attack: str) -> bytes:
         if attack not in v["attacks"]:
             continue
         tpr = v["attacks"][attack]["mean"]["tpr@1%fpr"]
-        ax.scatter(v["test_accuracy"], tpr, s=40 + 600 * v["size_bytes"] / biggest, alpha=0.6)
-        ax.annotate(f"{name}\n{v['size_bytes'] / 1024:.0f} KiB", (v["test_accuracy"], tpr), fontsize=7,
-                    ha="center", va="bottom")  # fmt: skip
+        ax.scatter(v["test_accuracy"], tpr, s=40 + 600 * v["size_bytes"] / biggest, alpha=0.55,
+                   label=f"{name}: {v['size_bytes'] / 1024:.0f} KiB, {v['bits']:.2f} bits")  # fmt: skip
     ax.axhline(0.01, color="k", ls=":", lw=0.8, label="chance (1%)")
     ax.set(
         xlabel="test accuracy", ylabel=f"TPR at 1% FPR ({attack})", title="privacy / utility / size"
     )
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, markerscale=0.4, loc="best")
     ax.grid(alpha=0.3)
     return _png(fig)
