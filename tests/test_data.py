@@ -236,3 +236,43 @@ def test_digits_is_deterministic() -> None:
 def test_info_is_json_serializable() -> None:
     info = load_dataset("digits").info()
     assert json.loads(json.dumps(info))["num_classes"] == 10
+
+
+def test_cifar100_archive_fine_labels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    names = [f"class{i}".encode() for i in range(100)]
+    members = {
+        "cifar-100-python/meta": pickle.dumps({b"fine_label_names": names, b"coarse_label_names": []}, protocol=2),
+        "cifar-100-python/train": pickle.dumps({b"data": rng.integers(0, 256, (7, 3072), dtype=np.uint8),
+                                                b"fine_labels": list(range(7)), b"coarse_labels": [0] * 7}, protocol=2),
+        "cifar-100-python/test": pickle.dumps({b"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8),
+                                               b"fine_labels": [99, 5, 0], b"coarse_labels": [0] * 3}, protocol=2),
+    }  # fmt: skip
+    path = tmp_path / "data" / "cifar-100-python.tar.gz"
+    path.parent.mkdir(parents=True)
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    ds = load_dataset("cifar100")
+    assert (
+        ds.num_classes == 100
+        and ds.x_train.shape == (7, 3, 32, 32)
+        and ds.y_test.tolist() == [99, 5, 0]
+    )
+
+
+def test_download_verifies_checksum_and_leaves_nothing_on_mismatch(tmp_path: Path) -> None:
+    import hashlib
+
+    from privquant.data.archive import download
+
+    src = tmp_path / "remote.bin"
+    src.write_bytes(b"payload")
+    good = hashlib.md5(b"payload").hexdigest()
+    dest = download(src.as_uri(), tmp_path / "dl" / "file.bin", md5=good)
+    assert dest.read_bytes() == b"payload"
+    with pytest.raises(DatasetError, match="expected 0+"):
+        download(src.as_uri(), tmp_path / "dl" / "bad.bin", md5="0" * 32)
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["file.bin"]
