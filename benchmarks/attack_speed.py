@@ -12,16 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _machine import machine_info  # noqa: E402
-from privquant.attacks import ATTACKS, Signals, attack_scores, resolve_attack_names  # noqa: E402
-from privquant.metrics import evaluate_scores  # noqa: E402
+from privquant.attacks import ATTACKS, Signals, attack_scores, resolve_attack_names
+from privquant.machine import machine_info
+from privquant.metrics import evaluate_scores
 
 
 def synthetic(m: int, n: int, q: int, c: int, seed: int = 0) -> Signals:

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _machine import machine_info  # noqa: E402
-from privquant.models import build_model  # noqa: E402
-from privquant.quant import QuantConfig, quantize  # noqa: E402
-from privquant.quant.onnx_export import export_onnx, onnx_session  # noqa: E402
+from privquant.machine import machine_info
+from privquant.models import build_model
+from privquant.quant import QuantConfig, quantize
+from privquant.quant.onnx_export import export_onnx, onnx_session
 
 
 def throughput(fn, batch: int, seconds: float) -> float:  # noqa: ANN001

@@ -14,18 +14,17 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _machine import machine_info  # noqa: E402
-from privquant.artifacts import load_checkpoint  # noqa: E402
-from privquant.data import load_dataset  # noqa: E402
-from privquant.quant import (  # noqa: E402
+from privquant.artifacts import load_checkpoint
+from privquant.data import load_dataset
+from privquant.machine import machine_info
+from privquant.quant import (
     QuantConfig,
     calibration_batches,
     export_quantized,
     quantization_aware_training,
     quantize,
 )
-from privquant.training import TrainConfig, evaluate  # noqa: E402
+from privquant.training import TrainConfig, evaluate
 
 
 def main() -> None:

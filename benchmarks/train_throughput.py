@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _machine import machine_info  # noqa: E402
-from privquant.models import build_model  # noqa: E402
-from privquant.training import TrainConfig, Trainer  # noqa: E402
+from privquant.machine import machine_info
+from privquant.models import build_model
+from privquant.training import TrainConfig, Trainer
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 4096, seconds: float = 2.0) -> float:

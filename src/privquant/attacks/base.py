@@ -9,8 +9,7 @@ attack (:func:`shadow_threshold`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -35,7 +34,6 @@ class Attack:
     # pseudo-targets; "fixed" = the score has a natural threshold (e.g. a classifier's 0.5).
     threshold: str = "shadow"
     fixed_threshold: float = 0.0
-    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 ATTACKS: dict[str, Attack] = {}
@@ -114,6 +112,3 @@ def shadow_threshold(
         scores.append(attack.score(signals, int(p), others, **params))
         members.append(signals.keep[p])
     return best_threshold(np.concatenate(scores), np.concatenate(members))
-
-
-AttackFn = Callable[..., np.ndarray]

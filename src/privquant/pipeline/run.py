@@ -21,6 +21,7 @@ from privquant.artifacts.atomic import atomic_write_bytes
 from privquant.attacks import Signals, run_attacks
 from privquant.attacks.run import NOT_AVERAGED
 from privquant.data import load_dataset
+from privquant.machine import machine_info
 from privquant.membership import make_split
 from privquant.metrics import relative_change, roc_curve
 from privquant.pipeline.config import AuditConfig
@@ -31,16 +32,6 @@ from privquant.training import evaluate, predict_logits
 ROC_GRID = np.logspace(-5, 0, 121)
 RELATIVE_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc", "tpr@1%fpr",
                     "tpr@0.1%fpr", "advantage")  # fmt: skip
-
-
-def _machine() -> dict[str, Any]:
-    import os
-    import platform
-
-    import torch
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "cuda": torch.cuda.is_available(), "privquant": privquant.__version__}  # fmt: skip
 
 
 def _curves(scores: np.ndarray, members: np.ndarray) -> dict[str, Any]:
@@ -125,7 +116,7 @@ def _attack_variant(
         keys = [k for k, v in rows[0].items() if isinstance(v, float) and k not in NOT_AVERAGED]
         slot["mean"] = {k: float(np.mean([r[k] for r in rows])) for k in keys}
         slot["std"] = {k: float(np.std([r[k] for r in rows])) for k in keys}
-    atomic_write_json(out_path, results)
+    atomic_write_json(out_path, results, sort_keys=False)
     return results
 
 
@@ -204,7 +195,7 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
         "config": config.model_dump(mode="json"),
         "dataset": {**{k: v for k, v in ds.info().items() if k != "extra"}},
         "split": split.summary(),
-        "machine": _machine(),
+        "machine": machine_info(),
         "timings_seconds": timings,
         "variants": variants,
     }

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+import privquant
+
 
 def machine_info() -> dict[str, Any]:
     cpu = platform.processor()
@@ -40,4 +42,5 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "commit": commit,
+        "privquant": privquant.__version__,
     }
