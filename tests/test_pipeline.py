@@ -142,6 +142,13 @@ def test_end_to_end_resume_and_report(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "data:image/png;base64," in page and "qat2 (naive: FP32 shadows)" in page
     assert "ROC (log-log): lira_online_fixed_var" in (tmp_path / "run" / "report.md").read_text()
 
+    # 5. An edited config never reuses stale signals: same variant name, new bit width.
+    edited = json.loads(json.dumps(TINY))
+    edited["variants"][1]["quant"]["weight_bits"] = 3
+    again = run_audit(load_config(edited), tmp_path / "run", progress=False)
+    assert again["variants"]["ptq4"]["bits"] == pytest.approx(3, abs=0.1)
+    assert _metrics(again)[("fp32", "loss")] == _metrics(resumed)[("fp32", "loss")]
+
 
 def test_report_rejects_foreign_json(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text("{}")

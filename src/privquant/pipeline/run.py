@@ -16,7 +16,7 @@ import yaml
 from tqdm.auto import tqdm
 
 import privquant
-from privquant.artifacts import ArtifactCache, atomic_write_json
+from privquant.artifacts import ArtifactCache, atomic_write_json, code_version, content_hash
 from privquant.artifacts.atomic import atomic_write_bytes
 from privquant.attacks import Signals, run_attacks
 from privquant.attacks.run import NOT_AVERAGED
@@ -51,6 +51,17 @@ def _curves(scores: np.ndarray, members: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _read_if_key(path: Path, key: str) -> dict | None:
+    """A cached JSON whose recorded key matches, else None (stale entries are recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        cached = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return cached if cached.get("key") == key else None
+
+
 def _signals_for_variant(
     config, variant, ds, split, paths, cache, views, run_dir, progress
 ) -> tuple[Signals, dict]:  # noqa: ANN001
@@ -58,8 +69,13 @@ def _signals_for_variant(
         run_dir / "signals" / f"{variant.name}.npz",
         run_dir / "signals" / f"{variant.name}.json",
     )
-    if sig_path.is_file() and meta_path.is_file():
-        return Signals.load(sig_path), json.loads(meta_path.read_text())
+    # Everything that determines these signals: an edited config never reuses stale ones.
+    key = content_hash({"code": code_version(), "data": ds.checksum, "pool": split.pool, "keep": split.keep,
+                        "test": split.test, "model": config.model, "train": config.train, "variant": variant,
+                        "queries": config.population.queries, "seed": config.seed})  # fmt: skip
+    meta = _read_if_key(meta_path, key)
+    if meta is not None and sig_path.is_file():
+        return Signals.load(sig_path), meta
     x_pool, y_pool = ds.x_train[split.pool], ds.y_train[split.pool]
     x_test, y_test = ds.x_test[split.test], ds.y_test[split.test]
     logits, per_model = [], []
@@ -81,7 +97,7 @@ def _signals_for_variant(
             "bits": bits_label(size),
         })  # fmt: skip
     signals = Signals(np.stack(logits), y_pool, split.keep)
-    meta = {"per_model": per_model, "seconds": time.perf_counter() - start}
+    meta = {"key": key, "per_model": per_model, "seconds": time.perf_counter() - start}
     signals.save(sig_path)
     atomic_write_json(meta_path, meta)
     return signals, meta
@@ -91,8 +107,13 @@ def _attack_variant(
     config, signals: Signals, reference: Signals | None, out_path: Path, progress: bool
 ) -> dict:  # noqa: ANN001
     """Attack results for one variant; with ``reference``, shadows are its (full-precision) rows."""
-    if out_path.is_file():
-        return json.loads(out_path.read_text())
+    key = content_hash({"code": code_version(("attacks", "metrics")), "logits": signals.logits,
+                        "reference": None if reference is None else reference.logits, "keep": signals.keep,
+                        "attacks": config.attacks, "targets": config.targets, "bootstrap": config.bootstrap,
+                        "seed": config.seed})  # fmt: skip
+    cached = _read_if_key(out_path, key)
+    if cached is not None:
+        return cached["results"]
     results: dict[str, Any] = {}
     for target in tqdm(
         config.targets, desc=f"attack {out_path.stem}", unit="target", disable=not progress
@@ -116,7 +137,7 @@ def _attack_variant(
         keys = [k for k, v in rows[0].items() if isinstance(v, float) and k not in NOT_AVERAGED]
         slot["mean"] = {k: float(np.mean([r[k] for r in rows])) for k in keys}
         slot["std"] = {k: float(np.std([r[k] for r in rows])) for k in keys}
-    atomic_write_json(out_path, results, sort_keys=False)
+    atomic_write_json(out_path, {"key": key, "results": results}, sort_keys=False)
     return results
 
 
