@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,13 +40,7 @@ class TrainResult:
     device: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "history": self.history,
-            "seconds": self.seconds,
-            "samples_per_second": self.samples_per_second,
-            "precision": self.precision,
-            "device": self.device,
-        }
+        return asdict(self)
 
 
 def to_model_input(xb: torch.Tensor) -> torch.Tensor:
