@@ -123,3 +123,22 @@ def require_dataset(name: str):
         if os.environ.get("PRIVQUANT_REQUIRE_DATA"):
             raise
         pytest.skip(f"{name} not available: {e}")
+
+
+REPORTED_METRICS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "auc",
+    "tpr@1%fpr",
+    "tpr@0.1%fpr",
+    "tpr@0.01%fpr",
+    "advantage",
+)
+
+
+def assert_reports_every_metric(metrics: dict) -> None:
+    """One attack-on-one-target entry carries every reported metric and its confidence interval."""
+    for key in REPORTED_METRICS:
+        assert key in metrics and key in metrics["ci"], key

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import require_dataset
+from conftest import assert_reports_every_metric, require_dataset
 from privquant.artifacts import ArtifactCache
 from privquant.attacks import ATTACKS, Signals, attack_scores, run_attacks
 from privquant.cli import main
@@ -131,18 +131,7 @@ def test_attack_cli_writes_every_metric(tmp_path: Path, capsys: pytest.CaptureFi
     assert "lira_online" in out and "auc" in out
     res = json.loads((tmp_path / "out.json").read_text())
     m = res["attacks"]["loss"]["per_target"]["0"]
-    for key in (
-        "accuracy",
-        "precision",
-        "recall",
-        "f1",
-        "auc",
-        "tpr@1%fpr",
-        "tpr@0.1%fpr",
-        "tpr@0.01%fpr",
-        "advantage",
-    ):
-        assert key in m and key in m.get("ci", {}) or key in m
+    assert_reports_every_metric(m)
     assert set(res["attacks"]) == set(ATTACKS)
     assert main(["attack", "--signals", str(tmp_path / "s.npz"), "--attacks", "nope"]) == 2
 

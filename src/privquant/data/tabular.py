@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import subprocess
 import sys
 import tempfile
@@ -76,13 +75,6 @@ class TabularEncoder:
                 k += len(index)
         return out
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> TabularEncoder:
-        return cls(**json.loads(text))
-
 
 def _to_float(v: str) -> float | None:
     try:
@@ -140,7 +132,7 @@ def load_adult(folder: Path) -> Dataset:
     return Dataset(
         "adult", "tabular", enc.transform(train_rows), np.asarray(y_train),
         enc.transform(test_rows), np.asarray(y_test), ["<=50K", ">50K"], str(folder.resolve()),
-        extra={"encoder": json.loads(enc.to_json()), "feature_names": enc.feature_names},
+        extra={"encoder": asdict(enc), "feature_names": enc.feature_names},
     )  # fmt: skip
 
 
@@ -239,5 +231,5 @@ def load_csv(path: Path, label: str = "label", test_path: Path | None = None,
         path.stem, "tabular", enc.transform(rows), np.asarray([index[v] for v in labels]),
         enc.transform(test_rows), np.asarray([index[v] for v in test_labels]), classes,
         str(path.resolve()),
-        extra={"encoder": json.loads(enc.to_json()), "feature_names": enc.feature_names},
+        extra={"encoder": asdict(enc), "feature_names": enc.feature_names},
     )  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +66,6 @@ class MembershipSplit:
             "test_size": len(self.test),
             "seed": self.seed,
         }
-
-    def to_json(self) -> str:
-        return json.dumps(self.summary())
 
 
 def make_split(

@@ -1,6 +1,6 @@
 """Quantization: fake-quant, PTQ calibration, AdaRound, QAT, integer export."""
 
-from privquant.quant.apply import describe, fold_batchnorm, quant_layers, quantize
+from privquant.quant.apply import fold_batchnorm, quant_layers, quantize
 from privquant.quant.config import ALLOWED_BITS, TERNARY, QuantConfig
 from privquant.quant.export import export_quantized, load_quantized
 from privquant.quant.modules import QuantLayer
@@ -12,7 +12,6 @@ __all__ = [
     "QuantConfig",
     "QuantLayer",
     "calibration_batches",
-    "describe",
     "export_quantized",
     "fold_batchnorm",
     "load_quantized",

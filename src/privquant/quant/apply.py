@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
 import torch
@@ -175,15 +174,3 @@ def _act_range(values: torch.Tensor, config: QuantConfig) -> tuple[float, float]
                 best = (err, lo * r, hi * r)
         lo, hi = best[1], best[2]
     return lo, hi
-
-
-def describe(model: nn.Module) -> dict[str, Any]:
-    """Per-layer bits and parameter counts of a quantized model."""
-    out = {}
-    for name, layer in quant_layers(model).items():
-        out[name] = {
-            "bits": layer.bits,
-            "params": layer.layer.weight.numel(),
-            "act_bits": layer.act_bits,
-        }
-    return out
