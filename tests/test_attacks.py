@@ -13,7 +13,8 @@ from privquant.cli import main
 from privquant.data import load_dataset
 from privquant.errors import PrivquantError
 from privquant.membership import MembershipSplit, make_split
-from privquant.pipeline import collect_signals, query_views, train_population
+from privquant.population import train_population
+from privquant.signals import collect_signals, query_views
 from privquant.training import TrainConfig
 
 

@@ -11,6 +11,7 @@ from privquant.cli import main
 from privquant.errors import ConfigError
 from privquant.pipeline import VariantConfig, audit_model, load_config, run_audit
 from privquant.quant import QuantConfig
+from privquant.results import AuditResults
 from privquant.training import TrainConfig
 
 TINY = {
@@ -37,12 +38,19 @@ TINY = {
 
 
 @pytest.mark.parametrize("patch,message", [
-    ({"model": {"name": "vgg"}}, "model.name: Input should be 'mlp', 'small_cnn'"),
+    ({"model": {"name": "vgg"}}, "model.name: Value error, unknown model 'vgg'; choose one of ['mlp', 'small_cnn'"),
     ({"trian": {}}, "trian: Extra inputs are not permitted"),
     ({"variants": [{"name": "q", "method": "ptq", "quant": {"weight_bits": 4}}]}, "must include {name: fp32"),
-    ({"variants": [{"name": "fp32"}, {"name": "q", "method": "ptq"}]}, "needs a 'quant' section"),
+    ({"variants": [{"name": "fp32"}, {"name": "q", "method": "ptq"}]}, "variants.1.steps.0.quant: Field required"),
     ({"variants": [{"name": "fp32"}, {"name": "q", "method": "ptq", "quant": {"weight_bits": 5.5}}]},
-     "variants.1.quant.weight_bits"),
+     "variants.1.steps.0.quant.weight_bits"),
+    ({"variants": [{"name": "fp32"}, {"name": "q", "method": "prune"}]}, "does not match any of the expected tags"),
+    ({"variants": [{"name": "fp32", "method": "none", "quant": {}}]}, "method 'none' takes no other fields"),
+    ({"variants": [{"name": "fp32"}, {"name": "q", "steps": [{"method": "output_coarsening"},
+                                                         {"method": "ptq", "quant": {}}]}]},
+     "steps must run train -> transform -> output"),
+    ({"variants": [{"name": "fp32"}, {"name": "q", "steps": [{"method": "qat", "quant": {}, "epoch": 3}]}]},
+     "variants.1.steps.0.epoch: Extra inputs are not permitted"),
     ({"attacks": ["lira", "loss"]}, "unknown attack 'lira'"),
     ({"targets": [7]}, "targets: [7] outside 0..3"),
     ({"train": {"epochs": 0}}, "train.epochs: Input should be greater than or equal to 1"),
@@ -61,89 +69,146 @@ def test_config_file_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "bad.yaml")
 
 
-def _metrics(results: dict) -> dict:
-    return {
-        (v, a): e["mean"]
-        for v, var in results["variants"].items()
-        for a, e in var["attacks"].items()
-    }
+def test_shorthand_and_steps_forms_are_the_same_variant() -> None:
+    short = VariantConfig.model_validate(
+        {"name": "q", "method": "qat", "quant": {"weight_bits": 2}, "epochs": 3}
+    )
+    full = VariantConfig.model_validate({"name": "q", "steps": [{"method": "qat", "quant": {"weight_bits": 2},
+                                                                   "epochs": 3}]})  # fmt: skip
+    assert short == full and short.steps[0].epochs == 3 and short.describe() == "qat"
+    # A dumped variant validates back to itself (results.json and the config cache key rely on it).
+    assert VariantConfig.model_validate(full.model_dump()) == full
 
 
-def test_end_to_end_resume_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = load_config(TINY)
-    import privquant.pipeline.population as population
+def _metrics(results: AuditResults) -> dict:
+    return {(v, a): e.mean for v, var in results.variants.items() for a, e in var.attacks.items()}
+
+
+def _comparable(path: Path) -> dict:
+    """results.json without what legitimately differs between two runs (time and machine)."""
+    data = json.loads(path.read_text())
+    data.pop("timings_seconds")
+    data.pop("machine")
+    for v in data["variants"].values():
+        for attacks in (v["attacks"], v.get("attacks_naive_fp32_shadows") or {}):
+            for a in attacks.values():
+                for t in a["per_target"].values():
+                    t.pop("seconds")  # attack wall time
+    return data
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("finished") / "run"
+    run_audit(load_config(TINY), run, progress=False)
+    return run
+
+
+def test_interrupted_run_resumes_without_retraining_and_matches_a_fresh_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, finished_run: Path
+) -> None:
     import privquant.pipeline.run as run_module
+    import privquant.population.jobs as jobs
 
-    # 1. Interrupt the run while it quantizes the models of the second variant.
-    real_apply, calls = run_module.apply_variant, {"n": 0}
+    real_deploy, calls = run_module.deploy_one, {"n": 0}
 
-    def flaky_apply(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def flaky_deploy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         calls["n"] += 1
-        if calls["n"] == 6:
+        if calls["n"] == 6:  # while quantizing the models of the second variant
             raise KeyboardInterrupt
-        return real_apply(*args, **kwargs)
+        return real_deploy(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "apply_variant", flaky_apply)
+    monkeypatch.setattr(run_module, "deploy_one", flaky_deploy)
     with pytest.raises(KeyboardInterrupt):
-        run_audit(config, tmp_path / "run", progress=False)
+        run_audit(load_config(TINY), tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "results.json").exists()
-    monkeypatch.setattr(run_module, "apply_variant", real_apply)
+    monkeypatch.setattr(run_module, "deploy_one", real_deploy)
 
-    # 2. Rerun: no model is trained again, and the numbers equal an uninterrupted run's.
     trained = {"n": 0}
-    real_train = population.train_new_model
+    real_train = jobs.train_model
 
     def counting_train(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         trained["n"] += 1
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(population, "train_new_model", counting_train)
-    resumed = run_audit(config, tmp_path / "run", progress=False)
+    monkeypatch.setattr(jobs, "train_model", counting_train)
+    run_audit(load_config(TINY), tmp_path / "run", progress=False)
     assert trained["n"] == 0
-    fresh = run_audit(config, tmp_path / "fresh", progress=False)
-    assert trained["n"] == 4
-    assert _metrics(resumed) == _metrics(fresh)
+    # Every number of results.json (timings and machine aside) equals an uninterrupted run's.
+    assert _comparable(tmp_path / "run" / "results.json") == _comparable(
+        finished_run / "results.json"
+    )
 
-    # 3. Structure and sanity of results.json.
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert set(results["variants"]) == {"fp32", "ptq4", "qat2"}
-    fp, q2 = results["variants"]["fp32"], results["variants"]["qat2"]
+
+def test_results_json_is_typed_complete_and_consistent(finished_run: Path) -> None:
+    results = AuditResults.load(finished_run)
+    assert results.format == "privquant-results/2"
+    assert list(results.variants) == ["fp32", "ptq4", "qat2"]  # the config's order
+    fp, q2 = results.variants["fp32"], results.variants["qat2"]
+    assert fp.steps == [] and q2.steps[0]["method"] == "qat" and q2.description == "qat"
     assert (
-        fp["bits"] == 32
-        and q2["bits"] == pytest.approx(2, abs=0.1)
-        and q2["size_bytes"] < fp["size_bytes"] / 10
+        fp.bits == 32
+        and q2.bits == pytest.approx(2, abs=0.1)
+        and q2.size_bytes < fp.size_bytes / 10
     )
-    assert fp["train_accuracy"] > fp["test_accuracy"] > 0.8  # the targets overfit
-    loss = fp["attacks"]["loss"]
-    assert loss["mean"]["auc"] > 0.55
-    one = loss["per_target"]["0"]
-    assert_reports_every_metric(one)
-    assert "attacks_naive_fp32_shadows" in q2
-    rel = q2["relative_change_vs_fp32"]["loss"]["auc"]
+    assert fp.train_accuracy > fp.test_accuracy > 0.8  # the targets overfit
+    assert len(fp.per_model) == 4 and fp.per_model[3].test_accuracy is None  # not a target
+    loss = fp.attacks["loss"]
+    assert loss.mean["auc"] > 0.55
+    assert_reports_every_metric(loss.per_target["0"])
+    assert loss.mean["auc"] == pytest.approx(
+        np.mean([loss.per_target[t]["auc"] for t in ("0", "1")])
+    )
+    assert q2.attacks_naive_fp32_shadows is not None and fp.attacks_naive_fp32_shadows is None
+    rel = q2.relative_change_vs_fp32["loss"]["auc"]
     assert rel == pytest.approx(
-        (loss["mean"]["auc"] - q2["attacks"]["loss"]["mean"]["auc"]) / loss["mean"]["auc"]
+        (loss.mean["auc"] - q2.attacks["loss"].mean["auc"]) / loss.mean["auc"]
     )
-    assert results["timings_seconds"]["total"] > 0 and results["machine"]["torch"]
+    assert results.timings_seconds["total"] > 0 and results.machine["torch"]
 
-    # 4. The report re-renders from results.json alone.
+
+def test_quantized_shadows_change_under_the_variant(finished_run: Path) -> None:
+    """The adaptive attacker: every model (not only the target) is quantized for a variant."""
+    from privquant.signals import Signals
+
+    fp = Signals.load(finished_run / "signals" / "fp32.npz")
+    q2 = Signals.load(finished_run / "signals" / "qat2.npz")
+    for m in range(fp.n_models):
+        assert not np.allclose(fp.logits[m], q2.logits[m]), m
+
+
+def test_report_rerenders_from_results_json(finished_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
     for f in ("report.md", "report.html"):
-        (tmp_path / "run" / f).unlink()
-    assert main(["report", str(tmp_path / "run")]) == 0
-    page = (tmp_path / "run" / "report.html").read_text()
+        (run / f).unlink()
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
     assert "data:image/png;base64," in page and "qat2 (naive: FP32 shadows)" in page
-    assert "ROC (log-log): lira_online_fixed_var" in (tmp_path / "run" / "report.md").read_text()
+    assert "ROC (log-log): lira_online_fixed_var" in (run / "report.md").read_text()
 
-    # 5. An edited config never reuses stale signals: same variant name, new bit width.
+
+def test_edited_config_never_reuses_stale_signals(finished_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
     edited = json.loads(json.dumps(TINY))
     edited["variants"][1]["quant"]["weight_bits"] = 3
-    again = run_audit(load_config(edited), tmp_path / "run", progress=False)
-    assert again["variants"]["ptq4"]["bits"] == pytest.approx(3, abs=0.1)
-    assert _metrics(again)[("fp32", "loss")] == _metrics(resumed)[("fp32", "loss")]
+    again = run_audit(load_config(edited), run, progress=False)
+    assert again.variants["ptq4"].bits == pytest.approx(3, abs=0.1)
+    assert (
+        _metrics(again)[("fp32", "loss")]
+        == _metrics(AuditResults.load(finished_run))[("fp32", "loss")]
+    )
 
 
-def test_report_rejects_foreign_json(tmp_path: Path) -> None:
+def test_report_rejects_foreign_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "results.json").write_text("{}")
     assert main(["report", str(tmp_path)]) == 2
+    assert "unknown format" in capsys.readouterr().err
 
 
 def test_bring_your_own_model() -> None:
@@ -160,7 +225,10 @@ def test_bring_your_own_model() -> None:
         variants=[VariantConfig(name="fp32"), VariantConfig(name="ptq3", method="ptq", quant=QuantConfig(weight_bits=3))],
         attacks=["loss", "lira_online_fixed_var"], test=(ds.x_test, ds.y_test), n_bootstrap=0, progress=False,
     )  # fmt: skip
-    assert set(res["variants"]) == {"fp32", "ptq3"}
-    assert res["variants"]["fp32"]["attacks"]["loss"]["mean"]["auc"] > 0.55
-    assert res["variants"]["ptq3"]["size_bytes"] < res["variants"]["fp32"]["size_bytes"]
-    assert np.isfinite(res["variants"]["ptq3"]["test_accuracy"])
+    assert set(res.variants) == {"fp32", "ptq3"}
+    assert res.variants["fp32"].attacks["loss"].mean["auc"] > 0.55
+    assert res.variants["ptq3"].size_bytes < res.variants["fp32"].size_bytes
+    assert 3 < res.variants["ptq3"].bits < 5  # 3-bit body, 8-bit first and last layers
+    assert 0.8 < res.variants["fp32"].test_accuracy <= 1
+    # The target is the user's own model: its row of the keep matrix is the given membership.
+    assert res.split["members_per_model"][0] == 300

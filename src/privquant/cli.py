@@ -8,11 +8,17 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 import privquant
 from privquant.errors import PrivquantError
+
+if TYPE_CHECKING:
+    from privquant.data import Dataset
+    from privquant.defenses import DefenseContext, VariantConfig
+    from privquant.results import AuditResults
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
@@ -103,7 +109,8 @@ def _cmd_signals(args: argparse.Namespace) -> int:
     from privquant.artifacts import ArtifactCache
     from privquant.data import load_dataset
     from privquant.membership import make_split
-    from privquant.pipeline import collect_signals, query_views, train_population
+    from privquant.population import train_population
+    from privquant.signals import collect_signals, query_views
     from privquant.training import TrainConfig
 
     ds = load_dataset(args.data)
@@ -133,57 +140,119 @@ def _checkpoint_dataset(meta: dict, override: str | None) -> str:
     return name
 
 
-def _cmd_quantize(args: argparse.Namespace) -> int:
-    from privquant.artifacts import load_checkpoint
+def _owner_context(args: argparse.Namespace, meta: dict, ds: Dataset) -> DefenseContext:
+    """The defense context of a model's owner: its training rows and disjoint reference rows.
+
+    Training rows are the seeded subset ``privquant train`` used (same --train-size and --seed);
+    reference rows are drawn from the remaining rows.
+    """
+    from privquant.defenses import DefenseContext
+    from privquant.population import model_factory
+    from privquant.training import TrainConfig
+
+    n = min(args.train_size or len(ds.y_train), len(ds.y_train))
+    perm = np.random.default_rng(args.seed).permutation(len(ds.y_train))
+    rows = np.sort(perm[:n])
+    ref = np.sort(perm[n : n + args.reference_size])
+    if args.reference_size and len(ref) < args.reference_size:
+        raise PrivquantError(
+            f"--reference-size: only {len(ref)} rows of {ds.name} are left after {n} training rows"
+        )
+    spec = meta.get("model") or {}
+    options = {k: v for k, v in spec.get("kwargs", {}).items()
+               if k not in ("input_shape", "num_classes", "mean", "std")}  # fmt: skip
+    train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    return DefenseContext(x=ds.x_train[rows], y=ds.y_train[rows],
+                          x_reference=ds.x_train[ref] if len(ref) else None,
+                          y_reference=ds.y_train[ref] if len(ref) else None, num_classes=ds.num_classes,
+                          train=train, seed=args.seed,
+                          model_fn=model_factory(spec.get("name", "small_cnn"), ds.num_classes, options))  # fmt: skip
+
+
+def _deploy_checkpoint(args: argparse.Namespace, variant: VariantConfig) -> int:
+    """Apply ``variant`` to a checkpoint through the one defense path, export it, report it."""
+    from privquant.artifacts import atomic_write_json, load_checkpoint, save_checkpoint
     from privquant.data import load_dataset
-    from privquant.quant import (
-        QuantConfig,
-        calibration_batches,
-        export_quantized,
-        quantization_aware_training,
-        quantize,
-    )
-    from privquant.training import TrainConfig, evaluate
+    from privquant.defenses import apply_outputs, apply_transforms, train_model
+    from privquant.quant import export_quantized, quant_layers
+    from privquant.quant.export import model_size
+    from privquant.training import evaluate
 
     model, meta = load_checkpoint(args.checkpoint)
     ds = load_dataset(_checkpoint_dataset(meta, args.data))
-    n = min(args.train_size or len(ds.y_train), len(ds.y_train))
-    rows = np.sort(np.random.default_rng(args.seed).permutation(len(ds.y_train))[:n])
-    x, y = ds.x_train[rows], ds.y_train[rows]
-    bits = float(args.bits) if args.bits == "1.58" else int(args.bits)
-    cfg = QuantConfig(weight_bits=bits, act_bits=args.act_bits, granularity=args.granularity,
-                      symmetric=not args.asymmetric, calibration=args.calibration,
-                      rounding="adaround" if args.method == "adaround" else "nearest",
-                      learn_scale=args.lsq, first_last_bits=None if args.all_layers else 8)  # fmt: skip
-    calib = calibration_batches(x, cfg.calibration_batches, seed=args.seed)
+    ctx = _owner_context(args, meta, ds)
     start = time.perf_counter()
-    if args.method == "qat":
-        tcfg = TrainConfig(
-            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed
-        )
-        qmodel, _ = quantization_aware_training(model, cfg, x, y, tcfg, calib)
-    else:
-        qmodel = quantize(model, cfg, calib)
+    if variant.train_step is not None:
+        model = train_model(variant.train_step, ctx)
+    deployed = apply_transforms(variant.transform_steps, model, ctx)
     seconds = time.perf_counter() - start
-    qmodel.privquant_spec = meta["model"]
-    manifest = export_quantized(qmodel, args.out)
-    test = evaluate(qmodel, ds.x_test, ds.y_test)
-    summary = {"method": args.method, "bits": bits, "act_bits": args.act_bits, "dataset": ds.name,
-               "test_accuracy": test["accuracy"], "seconds": seconds, "size": manifest["size"],
-               "out": str(Path(args.out).resolve())}  # fmt: skip
+    deployed.privquant_spec = meta["model"]
+    out = Path(args.out)
+    if quant_layers(deployed):
+        size = export_quantized(deployed, out)["size"]
+    else:
+        save_checkpoint(out, deployed, {"model": meta["model"], "dataset": ds.name})
+        size = model_size(deployed)
+    atomic_write_json(out / "defense.json", variant.model_dump(mode="json"))
+    served = apply_outputs(variant.output_steps, deployed, ctx)
+    test = evaluate(served, ds.x_test, ds.y_test)
+    summary = {"steps": [s.model_dump(mode="json") for s in variant.steps], "dataset": ds.name,
+               "test_accuracy": test["accuracy"], "seconds": seconds, "size": size,
+               "out": str(out.resolve())}  # fmt: skip
     if args.onnx:
         from privquant.quant.onnx_export import export_onnx
 
-        export_onnx(qmodel, Path(args.out) / "model.onnx", ds.input_shape)
-        summary["onnx"] = str((Path(args.out) / "model.onnx").resolve())
+        export_onnx(deployed, out / "model.onnx", ds.input_shape)
+        summary["onnx"] = str((out / "model.onnx").resolve())
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from privquant.defenses import get_defense
+    from privquant.quant import QuantConfig
+
+    bits = float(args.bits) if args.bits == "1.58" else int(args.bits)
+    quant = QuantConfig(weight_bits=bits, act_bits=args.act_bits, granularity=args.granularity,
+                        symmetric=not args.asymmetric, calibration=args.calibration,
+                        learn_scale=args.lsq, first_last_bits=None if args.all_layers else 8)  # fmt: skip
+    fields = get_defense(args.method).config.model_fields
+    offered = {"quant": quant, "epochs": args.epochs, "lr": args.lr}
+    step = {"method": args.method, **{k: v for k, v in offered.items() if k in fields}}
+    return _deploy_checkpoint(args, _variant(f"{args.method}{args.bits}", [step]))
+
+
+def _cmd_defend(args: argparse.Namespace) -> int:
+    import yaml
+
+    text = Path(args.steps).read_text() if Path(args.steps).is_file() else args.steps
+    try:
+        steps = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise PrivquantError(f"--steps: not valid YAML ({e})") from e
+    if isinstance(steps, dict):
+        steps = [steps]
+    return _deploy_checkpoint(args, _variant("defended", steps))
+
+
+def _variant(name: str, steps: object) -> VariantConfig:
+    from pydantic import ValidationError
+
+    from privquant.defenses import VariantConfig, format_location
+    from privquant.errors import ConfigError
+
+    try:
+        return VariantConfig(name=name, steps=steps)
+    except ValidationError as e:
+        lines = [f"  {format_location(err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ConfigError("invalid defense steps\n" + "\n".join(lines)) from None
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from privquant.artifacts import load_checkpoint
     from privquant.data import load_dataset
     from privquant.quant import load_quantized
+    from privquant.quant.export import fp32_size
     from privquant.training import evaluate
 
     folder = Path(args.folder)
@@ -193,14 +262,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         dataset = args.data
     else:
         model, meta = load_checkpoint(folder)
-        n_params = sum(p.numel() for p in model.parameters()) + sum(
-            b.numel() for b in model.buffers()
-        )
-        size = {
-            "total_bytes": 4 * n_params,
-            "avg_bits_per_parameter": 32.0,
-            "fp32_bytes": 4 * n_params,
-        }
+        size = fp32_size(model)
         dataset = _checkpoint_dataset(meta, args.data)
     if not dataset:
         raise PrivquantError(f"{folder}: pass --data NAME to say which dataset to evaluate on")
@@ -240,23 +302,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(results: dict) -> None:
-    from privquant.report.render import _headline_attack
-
-    attack = _headline_attack(results)
+def _print_summary(results: AuditResults) -> None:
+    attack = results.headline_attack()
     print(
         f"{'variant':<10} {'bits':>5} {'KiB':>8} {'test acc':>9}  {attack}: AUC   TPR@1%FPR  TPR@0.1%FPR"
     )
-    for name, v in results["variants"].items():
-        m = v["attacks"][attack]["mean"]
-        print(f"{name:<10} {v['bits']:>5.2f} {v['size_bytes'] / 1024:>8.1f} {v['test_accuracy']:>9.4f}  "
+    for name, v in results.variants.items():
+        m = v.attacks[attack].mean
+        acc = "–" if v.test_accuracy is None else f"{v.test_accuracy:.4f}"
+        print(f"{name:<10} {v.bits:>5.2f} {v.size_bytes / 1024:>8.1f} {acc:>9}  "
               f"{m['auc']:>{len(attack) + 6}.3f} {m['tpr@1%fpr']:>10.4f} {m['tpr@0.1%fpr']:>12.4f}")  # fmt: skip
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from privquant.report import render_report
 
-    path = render_report(Path(args.run_dir) / "results.json", args.run_dir)
+    path = render_report(args.run_dir, args.run_dir)
     print(f"report: {path.resolve()}")
     return 0
 
@@ -268,7 +329,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _cmd_run(ns)
 
 
+def _owner_arguments(p: argparse.ArgumentParser) -> None:
+    """What the model's owner has: its training rows, reference rows, and a fine-tuning recipe."""
+    p.add_argument("--data", help="dataset (default: the one recorded in the checkpoint)")
+    p.add_argument(
+        "--train-size",
+        type=int,
+        default=0,
+        help="the seeded N training rows (as in `train`; 0: all)",
+    )
+    p.add_argument("--reference-size", type=int, default=0,
+                   help="defender reference rows, drawn from the rows not trained on")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (e.g. QAT)")
+    p.add_argument("--lr", type=float, default=0.001,
+                   help="fine-tuning learning rate (BatchNorm-folded networks diverge at 0.01)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (QDQ)")
+    p.add_argument("--out", required=True, help="export folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from privquant.defenses import defense_names
+    from privquant.models import model_names
+
     p = argparse.ArgumentParser(
         prog="privquant",
         description="Quantize neural networks to defend them against membership inference, "
@@ -289,9 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one model and print its accuracy")
     t.add_argument("--data", default="fashion-mnist")
-    t.add_argument(
-        "--model", default="small_cnn", choices=["mlp", "small_cnn", "resnet20", "resnet18"]
-    )
+    t.add_argument("--model", default="small_cnn", choices=model_names())
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--lr", type=float, default=0.05)
     t.add_argument("--batch-size", type=int, default=256)
@@ -326,9 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         "signals", help="train models on random halves of a pool and save their outputs"
     )
     s.add_argument("--data", default="fashion-mnist")
-    s.add_argument(
-        "--model", default="small_cnn", choices=["mlp", "small_cnn", "resnet20", "resnet18"]
-    )
+    s.add_argument("--model", default="small_cnn", choices=model_names())
     s.add_argument("--models", type=int, default=8, help="number of models (target + shadows)")
     s.add_argument("--pool", type=int, default=10000, help="population pool size")
     s.add_argument("--epochs", type=int, default=10)
@@ -344,12 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_signals)
 
     q = sub.add_parser(
-        "quantize", help="quantize a checkpoint (PTQ, AdaRound or QAT) and export integers"
+        "quantize", help="quantize a checkpoint (PTQ, AdaRound, QAT, ...) and export integers"
     )
     q.add_argument(
         "checkpoint", help="folder with model.safetensors + meta.json (from `privquant train`)"
     )
-    q.add_argument("--method", default="ptq", choices=["ptq", "adaround", "qat"])
+    q.add_argument("--method", default="ptq", choices=defense_names("transform"))
     q.add_argument(
         "--bits",
         default="4",
@@ -368,18 +448,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also quantize first/last layer to --bits (default 8)",
     )
-    q.add_argument("--data", help="dataset (default: the one recorded in the checkpoint)")
-    q.add_argument(
-        "--train-size", type=int, default=0, help="first N training rows for calibration/QAT"
-    )
-    q.add_argument("--epochs", type=int, default=2, help="QAT epochs")
-    q.add_argument("--lr", type=float, default=0.001,
-                   help="QAT learning rate (BatchNorm-folded networks diverge at 0.01)")  # fmt: skip
-    q.add_argument("--batch-size", type=int, default=256)
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--onnx", action="store_true", help="also write model.onnx (QDQ)")
-    q.add_argument("--out", required=True, help="export folder")
+    _owner_arguments(q)
     q.set_defaults(func=_cmd_quantize)
+
+    df = sub.add_parser(
+        "defend", help="apply defense steps (any registered methods) to a checkpoint and export it"
+    )
+    df.add_argument("checkpoint", help="folder with model.safetensors + meta.json")
+    df.add_argument(
+        "--steps",
+        required=True,
+        help="YAML list of steps, or a file holding one, e.g. "
+        "'[{method: qat, quant: {weight_bits: 4}}, {method: output_coarsening, levels: 10}]'; "
+        f"methods: {', '.join(defense_names())}",
+    )
+    _owner_arguments(df)
+    df.set_defaults(func=_cmd_defend)
 
     e = sub.add_parser("eval", help="accuracy and size of a checkpoint or quantized export")
     e.add_argument("folder")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -16,8 +17,11 @@ import numpy as np
 
 import privquant
 
-# Code whose change must invalidate cached models (data loading and reporting do not).
-TRAINING_CODE = ("models", "training", "quant")
+# What a trained or transformed model depends on: these modules and everything they import
+# inside privquant (derived from the source, so a new package is covered without an edit).
+MODEL_CODE_ROOTS = ("privquant.population", "privquant.defenses")
+# Data loaders are not followed: what they produce is hashed into every key (dataset checksum).
+NOT_FOLLOWED = ("privquant.data",)
 
 
 def _canonical(obj: Any) -> Any:
@@ -43,15 +47,63 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _module_file(root: Path, module: str) -> Path | None:
+    parts = module.split(".")[1:]
+    if not parts:  # the top-level package: its __init__ only re-exports
+        return root / "__init__.py"
+    rel = Path(*parts)
+    for f in (root / rel / "__init__.py", root / rel.with_suffix(".py")):
+        if f.is_file():
+            return f
+    return None
+
+
+def _privquant_imports(tree: ast.AST, root: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("privquant"))
+        elif (
+            isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("privquant")
+        ):
+            found.add(node.module)
+            for a in node.names:  # ``from privquant.x import y`` may name a submodule y
+                if _module_file(root, f"{node.module}.{a.name}") is not None:
+                    found.add(f"{node.module}.{a.name}")
+    return found
+
+
+def model_code_files(
+    roots: tuple[str, ...] = MODEL_CODE_ROOTS, package_root: Path | None = None
+) -> list[Path]:
+    """Source files of ``roots`` and of every privquant module they import, transitively."""
+    root = package_root or Path(privquant.__file__).parent
+    todo, seen, files = list(roots), set(), []
+    while todo:
+        module = todo.pop()
+        if module in seen or module.startswith(NOT_FOLLOWED):
+            continue
+        seen.add(module)
+        f = _module_file(root, module)
+        if f is None:
+            continue
+        files.append(f)
+        # Parent packages are not followed: their __init__ only re-exports, and following it
+        # would pull in reporting and attack code that never touches a model.
+        todo.extend(_privquant_imports(ast.parse(f.read_bytes()), root))
+    return sorted(files)
+
+
 @cache
-def code_version(subpackages: tuple[str, ...] = TRAINING_CODE) -> str:
-    """Package version plus a hash of the source files that determine a trained model."""
-    root = Path(privquant.__file__).parent
+def code_version(
+    roots: tuple[str, ...] = MODEL_CODE_ROOTS, package_root: Path | None = None
+) -> str:
+    """Package version plus a hash of the source files that determine a model (or a result)."""
+    root = package_root or Path(privquant.__file__).parent
     h = hashlib.sha256(privquant.__version__.encode())
-    for sub in subpackages:
-        for f in sorted((root / sub).rglob("*.py")):
-            h.update(str(f.relative_to(root)).encode())
-            h.update(f.read_bytes())
+    for f in model_code_files(roots, root):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
     return f"{privquant.__version__}+{h.hexdigest()[:12]}"
 
 

@@ -3,7 +3,7 @@
 from privquant.attacks import label_only, lira, rmia, shokri, threshold  # noqa: F401 (register attacks)
 from privquant.attacks.base import ATTACKS, Attack, get_attack, register, resolve_attack_names
 from privquant.attacks.run import attack_scores, format_table, run_attacks
-from privquant.attacks.signals import Signals
+from privquant.signals import Signals
 
 __all__ = [
     "ATTACKS",

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from privquant.attacks.signals import Signals
 from privquant.errors import ConfigError
 from privquant.metrics import best_threshold
+from privquant.signals import Signals
 
 
 class ScoreFn(Protocol):

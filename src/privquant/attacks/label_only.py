@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from privquant.attacks import signals as sig
+from privquant.attacks import statistics as sig
 from privquant.attacks.base import Attack, register
-from privquant.attacks.signals import Signals
+from privquant.signals import Signals
 
 
 def _correct(signals: Signals) -> np.ndarray:

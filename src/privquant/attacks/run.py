@@ -15,11 +15,10 @@ from privquant.attacks.base import (
     resolve_attack_names,
     shadow_threshold,
 )
-from privquant.attacks.signals import Signals
 from privquant.metrics import evaluate_scores
 from privquant.metrics.evaluate import CI_METRICS
-
-NOT_AVERAGED = ("threshold", "seconds")  # per-target facts, not metrics
+from privquant.results import aggregate_targets
+from privquant.signals import Signals
 
 
 def attack_scores(
@@ -66,10 +65,7 @@ def run_attacks(
         if keep_scores:
             entry.setdefault("scores", {})[str(target)] = scores
     for entry in out["attacks"].values():
-        rows = list(entry["per_target"].values())
-        keys = [k for k in rows[0] if isinstance(rows[0][k], float) and k not in NOT_AVERAGED]
-        entry["mean"] = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-        entry["std"] = {k: float(np.std([r[k] for r in rows])) for k in keys}
+        entry["mean"], entry["std"] = aggregate_targets(entry["per_target"])
     return out
 
 

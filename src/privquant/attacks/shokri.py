@@ -10,9 +10,9 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from privquant.attacks import signals as sig
+from privquant.attacks import statistics as sig
 from privquant.attacks.base import Attack, register
-from privquant.attacks.signals import Signals
+from privquant.signals import Signals
 
 
 def _log_probs(signals: Signals) -> np.ndarray:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from privquant.attacks import signals as sig
+from privquant.attacks import statistics as sig
 from privquant.attacks.base import Attack, register
-from privquant.attacks.signals import Signals
 from privquant.metrics import best_threshold
+from privquant.signals import Signals
 
 # Each maps one model's logits [points, queries, classes] to a membership score (higher = member)
 # on the original query.

@@ -1,5 +1,19 @@
 """Models by name. Every model takes float inputs in [0, 1] and normalizes them itself."""
 
-from privquant.models.registry import MODEL_NAMES, build_model, count_parameters
+from privquant.models.registry import (
+    MODELS,
+    build_model,
+    check_model_name,
+    count_parameters,
+    model_names,
+    register_model,
+)
 
-__all__ = ["MODEL_NAMES", "build_model", "count_parameters"]
+__all__ = [
+    "MODELS",
+    "build_model",
+    "check_model_name",
+    "count_parameters",
+    "model_names",
+    "register_model",
+]

@@ -1,8 +1,14 @@
-"""Build a model by name from the data's shape; the result is always Normalize -> network."""
+"""Models by name: one registry from which config validation and CLI choices are built.
+
+A registered builder takes ``(input_shape, num_classes, **options)`` and returns the network;
+:func:`build_model` always prepends a :class:`Normalize` layer and records a spec, so a
+checkpoint can rebuild the exact architecture from JSON alone.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -13,7 +19,80 @@ from privquant.models.layers import Normalize
 from privquant.models.mlp import mlp
 from privquant.models.resnet import resnet18, resnet20
 
-MODEL_NAMES = ("mlp", "small_cnn", "resnet20", "resnet18")
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    build: Builder  # (input_shape: list[int], num_classes: int, **options) -> nn.Module
+    images_only: bool
+    description: str
+
+
+MODELS: dict[str, RegisteredModel] = {}
+
+
+def register_model(
+    name: str, *, images_only: bool = True, description: str = ""
+) -> Callable[[Builder], Builder]:
+    """Register ``builder(input_shape, num_classes, **options)`` under ``name``.
+
+    Registered names are accepted by YAML configs, ``audit_model`` and every CLI ``--model``.
+    """
+
+    def wrap(builder: Builder) -> Builder:
+        MODELS[name] = RegisteredModel(name, builder, images_only, description)
+        return builder
+
+    return wrap
+
+
+def model_names() -> list[str]:
+    return list(MODELS)
+
+
+def check_model_name(name: str) -> str:
+    if name not in MODELS:
+        raise ConfigError(f"model: unknown name {name!r}; choose one of {model_names()}")
+    return name
+
+
+def _flat_features(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+@register_model(
+    "mlp", images_only=False, description="multi-layer perceptron (tables or flattened images)"
+)
+def _mlp(shape: list[int], num_classes: int, **options: Any) -> nn.Module:
+    net = mlp(_flat_features(shape), num_classes, **options)
+    return nn.Sequential(nn.Flatten(), net) if len(shape) == 3 else net
+
+
+@register_model(
+    "small_cnn", description="two conv-pool blocks + 128-unit layer (Shokri / ML-Leaks)"
+)
+def _small_cnn(shape: list[int], num_classes: int, **options: Any) -> nn.Module:
+    c, h, w = shape
+    if h != w or h % 4:
+        raise ConfigError(
+            f"model: small_cnn needs square inputs with side divisible by 4, got {h}x{w}"
+        )
+    return small_cnn(c, num_classes, image_size=h, **options)
+
+
+@register_model("resnet20", description="ResNet-20 for 32x32 inputs (0.27M parameters)")
+def _resnet20(shape: list[int], num_classes: int, **options: Any) -> nn.Module:
+    return resnet20(shape[0], num_classes, **options)
+
+
+@register_model("resnet18", description="ResNet-18 adapted to 32x32 inputs (11M parameters)")
+def _resnet18(shape: list[int], num_classes: int, **options: Any) -> nn.Module:
+    return resnet18(shape[0], num_classes, **options)
 
 
 def build_model(
@@ -28,40 +107,23 @@ def build_model(
 
     ``mean``/``std`` (per channel or per feature) are folded into a leading :class:`Normalize`
     layer; defaults are 0 and 1. ``options`` go to the network constructor (e.g. ``hidden`` for
-    the MLP, ``width`` for the small CNN).
+    the MLP, ``width`` for the small CNN); unknown options are an error naming the model.
     """
     shape = [int(d) for d in input_shape]
     image = len(shape) == 3
-    if name not in MODEL_NAMES:
-        raise ConfigError(f"model: unknown name {name!r}; choose one of {list(MODEL_NAMES)}")
-    if name == "mlp":
-        in_features = 1
-        for d in shape:
-            in_features *= d
-        net: nn.Module = (
-            nn.Sequential(nn.Flatten(), mlp(in_features, num_classes, **options))
-            if image
-            else mlp(in_features, num_classes, **options)
+    entry = MODELS[check_model_name(name)]
+    if entry.images_only and not image:
+        raise ConfigError(
+            f"model: {name} needs image input [C, H, W], got shape {shape}; use 'mlp'"
         )
-    else:
-        if not image:
-            raise ConfigError(
-                f"model: {name} needs image input [C, H, W], got shape {shape}; use 'mlp'"
-            )
-        c, h, w = shape
-        if name == "small_cnn":
-            if h != w or h % 4:
-                raise ConfigError(
-                    f"model: small_cnn needs square inputs with side divisible by 4, got {h}x{w}"
-                )
-            net = small_cnn(c, num_classes, image_size=h, **options)
-        else:
-            net = {"resnet20": resnet20, "resnet18": resnet18}[name](c, num_classes, **options)
+    try:
+        net = entry.build(shape, int(num_classes), **options)
+    except TypeError as e:  # an option the builder does not take
+        raise ConfigError(f"model.options: {name} rejected {sorted(options)} ({e})") from e
     n_norm = shape[0]  # channels for images, features for tables
     mean = list(mean) if mean is not None else [0.0] * n_norm
     std = list(std) if std is not None else [1.0] * n_norm
     model = nn.Sequential(Normalize(mean, std, image=image), net)
-    # Recorded so a checkpoint can rebuild the exact architecture from JSON alone.
     model.privquant_spec = {  # type: ignore[attr-defined]
         "name": name,
         "kwargs": {

@@ -1,17 +1,8 @@
-"""From data to signals to report: training populations of models, variants, audits."""
+"""The audit pipeline: one YAML config -> populations -> variants -> signals -> attacks -> report."""
 
+from privquant.defenses import VariantConfig
 from privquant.pipeline.byo import audit_model
-from privquant.pipeline.config import AuditConfig, VariantConfig, load_config
-from privquant.pipeline.population import collect_signals, query_views, train_population
+from privquant.pipeline.config import AuditConfig, load_config
 from privquant.pipeline.run import run_audit
 
-__all__ = [
-    "AuditConfig",
-    "VariantConfig",
-    "audit_model",
-    "collect_signals",
-    "load_config",
-    "query_views",
-    "run_audit",
-    "train_population",
-]
+__all__ = ["AuditConfig", "VariantConfig", "audit_model", "load_config", "run_audit"]

@@ -9,8 +9,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from privquant.defenses import VariantConfig, format_location
 from privquant.errors import ConfigError
-from privquant.quant import QuantConfig
 from privquant.training import TrainConfig
 
 
@@ -30,36 +30,25 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: Literal["mlp", "small_cnn", "resnet20", "resnet18"] = "small_cnn"
-    options: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(
+        "small_cnn", description="a registered model (privquant.models.register_model)"
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="builder keyword arguments")
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from privquant.models import model_names
+
+        if v not in model_names():
+            raise ValueError(f"unknown model {v!r}; choose one of {model_names()}")
+        return v
 
 
 class PopulationConfig(_Strict):
     n_models: int = Field(9, ge=3, description="target + shadow models (any can be the target)")
     balanced: bool = Field(False, description="LiRA's exactly-half keep matrix (see make_split)")
     queries: int = Field(2, ge=1, le=10, description="query views: original + augmentations")
-
-
-class VariantConfig(_Strict):
-    """One way of turning each trained model into the model that is attacked."""
-
-    name: str
-    method: Literal["none", "ptq", "qat"] = "none"
-    quant: QuantConfig | None = None
-    epochs: int = Field(2, ge=1, description="qat: fine-tuning epochs on the model's own members")
-    lr: float = Field(
-        0.001, gt=0, description="qat: learning rate (BatchNorm-folded nets diverge at 0.01)"
-    )
-
-    @model_validator(mode="after")
-    def _needs_quant(self) -> VariantConfig:
-        if self.method != "none" and self.quant is None:
-            raise ValueError(
-                f"variant {self.name!r}: method {self.method!r} needs a 'quant' section"
-            )
-        if self.method == "none" and self.quant is not None:
-            raise ValueError(f"variant {self.name!r}: method 'none' takes no 'quant' section")
-        return self
 
 
 class AuditConfig(_Strict):
@@ -97,7 +86,7 @@ class AuditConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> AuditConfig:
         names = [v.name for v in self.variants]
-        if "fp32" not in names or self.variants[names.index("fp32")].method != "none":
+        if "fp32" not in names or self.variants[names.index("fp32")].steps:
             raise ValueError(
                 "variants: must include {name: fp32, method: none}, the reference for relative change"
             )
@@ -114,7 +103,7 @@ class AuditConfig(_Strict):
 def _format_errors(e: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid configuration"]
     for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = format_location(err["loc"]) or "(top level)"
         lines.append(
             f"  {loc}: {err['msg']}"
             + (f" (got {err['input']!r})" if err["type"] != "missing" else "")

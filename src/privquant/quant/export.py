@@ -171,3 +171,24 @@ def load_quantized(folder: str | os.PathLike[str]) -> tuple[nn.Module, dict[str,
         model.get_submodule(name).act_enabled = info["act_bits"] is not None
     model.privquant_spec = spec  # type: ignore[attr-defined]
     return model.eval(), manifest
+
+
+def fp32_size(model: nn.Module) -> dict[str, Any]:
+    """Size accounting of a full-precision model, with the same keys as an export's ``size``."""
+    n = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    return {
+        "total_bytes": 4 * n,
+        "avg_bits_per_quantized_weight": 32.0,
+        "avg_bits_per_parameter": 32.0,
+        "fp32_bytes": 4 * n,
+    }
+
+
+def model_size(model: nn.Module) -> dict[str, Any]:
+    """Exact deployed size: the integer export's accounting when quantized, else fp32."""
+    if not quant_layers(model):
+        return fp32_size(model)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return export_quantized(model, tmp)["size"]

@@ -1,0 +1,48 @@
+"""The home of every defense: config classes registered with a stage and a handler.
+
+``VariantConfig(name, steps=[...])`` composes steps from any stages (train -> transform ->
+output); :func:`apply_defense` applies them. Register a new method with
+:func:`register_defense` and it is usable from YAML, the CLI and ``audit_model``.
+"""
+
+from privquant.defenses import output, quantization, training  # noqa: F401 (register methods)
+from privquant.defenses.apply import apply_defense, apply_outputs, apply_transforms, train_model
+from privquant.defenses.base import (
+    DEFENSES,
+    STAGE_ORDER,
+    DefenseConfig,
+    DefenseContext,
+    RegisteredDefense,
+    Stage,
+    defense_names,
+    get_defense,
+    register_defense,
+)
+from privquant.defenses.output import CoarsePosterior, OutputCoarsening
+from privquant.defenses.quantization import PTQ, QAT, AdaRound
+from privquant.defenses.training import LabelSmoothing
+from privquant.defenses.variant import VariantConfig, format_location
+
+__all__ = [
+    "DEFENSES",
+    "PTQ",
+    "QAT",
+    "STAGE_ORDER",
+    "AdaRound",
+    "CoarsePosterior",
+    "DefenseConfig",
+    "DefenseContext",
+    "LabelSmoothing",
+    "OutputCoarsening",
+    "RegisteredDefense",
+    "Stage",
+    "VariantConfig",
+    "apply_defense",
+    "apply_outputs",
+    "apply_transforms",
+    "defense_names",
+    "format_location",
+    "get_defense",
+    "register_defense",
+    "train_model",
+]

@@ -1,0 +1,135 @@
+"""What a defense is: a config class with a ``method`` name, a stage, and a registered handler.
+
+Three stages, applied in this order within one variant:
+
+- ``train``: changes how every model of the population is trained (target and every shadow,
+  the same recipe). Handler: ``(config, ctx) -> trained model``.
+- ``transform``: turns a trained model into the deployed one (PTQ, QAT, ...).
+  Handler: ``(config, model, ctx) -> model``.
+- ``output``: wraps the deployed model's outputs before anyone queries it.
+  Handler: ``(config, model, ctx) -> model``.
+
+Registering is all it takes for a method to be usable from YAML, the CLI and ``audit_model``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from privquant.errors import ConfigError
+from privquant.training import TrainConfig, Trainer, seed_everything
+
+Stage = Literal["train", "transform", "output"]
+STAGE_ORDER: dict[str, int] = {"train": 0, "transform": 1, "output": 2}
+
+
+class DefenseConfig(BaseModel):
+    """Base of every defense method's config; subclasses set ``method: Literal["name"]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+
+
+@dataclass
+class DefenseContext:
+    """What a handler may use for one model: its own members and the defender's reference rows.
+
+    Every model of an audit (target and each shadow) gets a context built the same way from its
+    own members, so the adaptive attacker runs the same defense on its own data. The reference
+    rows are disjoint from the pool and never used by any attack.
+    """
+
+    x: np.ndarray  # the model's members (uint8 images or float features)
+    y: np.ndarray
+    x_reference: np.ndarray | None
+    y_reference: np.ndarray | None
+    num_classes: int
+    train: TrainConfig  # the population's recipe; ``train.seed`` is this model's seed
+    seed: int  # this model's seed for transforms (calibration sampling, fine-tuning)
+    model_fn: Callable[[np.ndarray], nn.Module]  # a fresh, untrained model for inputs like x
+    cache: Any = None  # an ArtifactCache for handlers that build expensive intermediates
+
+    def fresh_model(self, x: np.ndarray | None = None, seed: int | None = None) -> nn.Module:
+        """A new untrained model (seeded, normalization fitted on ``x``; default the members)."""
+        seed_everything(self.train.seed if seed is None else seed)
+        return self.model_fn(self.x if x is None else x)
+
+    def train_fresh(
+        self,
+        x: np.ndarray | None = None,
+        y: np.ndarray | None = None,
+        train: TrainConfig | None = None,
+        **trainer_kwargs: Any,
+    ) -> nn.Module:
+        """Train a fresh model with the one trainer (default: the members and the recipe)."""
+        train = train or self.train
+        x = self.x if x is None else x
+        y = self.y if y is None else y
+        model = self.fresh_model(x, seed=train.seed)
+        Trainer(train, **trainer_kwargs).fit(model, x, y, progress=False)
+        return model
+
+
+@dataclass(frozen=True)
+class RegisteredDefense:
+    method: str
+    config: type[DefenseConfig]
+    stage: Stage
+    handler: Callable[..., nn.Module]
+    code: str  # hash of the handler's source module: edits invalidate cached models
+
+    @property
+    def description(self) -> str:
+        return (self.config.__doc__ or "").strip().split("\n")[0]
+
+
+DEFENSES: dict[str, RegisteredDefense] = {}
+
+
+def _source_hash(fn: Callable[..., Any], config: type) -> str:
+    h = hashlib.sha256()
+    for obj in (fn, config):
+        try:
+            h.update(inspect.getsource(inspect.getmodule(obj) or obj).encode())
+        except (OSError, TypeError):  # defined in an interactive session: no source to hash
+            h.update(getattr(obj, "__qualname__", repr(obj)).encode())
+    return h.hexdigest()[:16]
+
+
+def register_defense(
+    config: type[DefenseConfig], stage: Stage
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register ``handler`` for ``config`` (whose ``method`` field must be a one-value Literal)."""
+    if stage not in STAGE_ORDER:
+        raise ConfigError(f"stage: {stage!r} is not one of {list(STAGE_ORDER)}")
+    field = config.model_fields.get("method")
+    method = field.default if field is not None else None
+    if not isinstance(method, str) or not method:
+        raise ConfigError(f"{config.__name__}: needs a 'method' field with a default name")
+
+    def wrap(handler: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        DEFENSES[method] = RegisteredDefense(
+            method, config, stage, handler, _source_hash(handler, config)
+        )
+        return handler
+
+    return wrap
+
+
+def get_defense(method: str) -> RegisteredDefense:
+    if method not in DEFENSES:
+        raise ConfigError(f"method: unknown defense {method!r}; choose one of {sorted(DEFENSES)}")
+    return DEFENSES[method]
+
+
+def defense_names(stage: Stage | None = None) -> list[str]:
+    return [m for m, d in DEFENSES.items() if stage is None or d.stage == stage]

@@ -1,0 +1,55 @@
+"""Output-stage methods: what the deployed model releases instead of its raw logits."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from privquant.defenses.base import DefenseConfig, DefenseContext, register_defense
+
+
+class OutputCoarsening(DefenseConfig):
+    """Release coarse posteriors: top-k classes, probabilities rounded to 1/levels, argmax kept."""
+
+    method: Literal["output_coarsening"] = "output_coarsening"
+    levels: int = Field(
+        10, ge=1, le=1_000_000, description="probabilities are rounded to multiples of 1/levels"
+    )
+    top_k: int | None = Field(None, ge=1, description="release only the k largest (None: all)")
+
+
+class CoarsePosterior(nn.Module):
+    """Wraps a model; returns log of its rounded posterior (finite, same predicted class).
+
+    Rounding can tie the top classes; a tiny bonus on the original argmax keeps the predicted
+    label, so label-only behaviour and accuracy are unchanged.
+    """
+
+    FLOOR = 1e-12  # log(0) would break every downstream statistic; this is far below 1/levels
+
+    def __init__(self, model: nn.Module, levels: int, top_k: int | None) -> None:
+        super().__init__()
+        self.model = model
+        self.levels = levels
+        self.top_k = top_k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x).float()
+        p = logits.softmax(-1)
+        top = p.argmax(-1, keepdim=True)
+        if self.top_k is not None and self.top_k < p.shape[-1]:
+            kth = p.topk(self.top_k, dim=-1).values[..., -1:]
+            p = torch.where(p >= kth, p, torch.zeros_like(p))
+        q = torch.round(p * self.levels) / self.levels
+        q = q.scatter_add(-1, top, torch.full_like(top, 1e-6, dtype=q.dtype))
+        return q.clamp_min(self.FLOOR).log()
+
+
+@register_defense(OutputCoarsening, "output")
+def _output_coarsening(
+    config: OutputCoarsening, model: nn.Module, ctx: DefenseContext
+) -> nn.Module:
+    return CoarsePosterior(model, config.levels, config.top_k).eval()

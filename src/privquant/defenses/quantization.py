@@ -1,0 +1,69 @@
+"""Standard quantization as transform-stage methods: PTQ, AdaRound and QAT.
+
+Each calibrates or fine-tunes on the model's own members only (what the model's owner has).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from torch import nn
+
+from privquant.defenses.base import DefenseConfig, DefenseContext, register_defense
+from privquant.quant import (
+    QuantConfig,
+    calibration_batches,
+    quantization_aware_training,
+    quantize,
+)
+
+
+class PTQ(DefenseConfig):
+    """Post-training quantization: calibrate scales on the members, no retraining."""
+
+    method: Literal["ptq"] = "ptq"
+    quant: QuantConfig = Field(description="bits, granularity, calibration, rounding, ...")
+
+
+class AdaRound(DefenseConfig):
+    """Post-training quantization with learned rounding (AdaRound) on the members."""
+
+    method: Literal["adaround"] = "adaround"
+    quant: QuantConfig
+
+
+class QAT(DefenseConfig):
+    """Quantization-aware fine-tuning on the members (scales from PTQ, STE or LSQ)."""
+
+    method: Literal["qat"] = "qat"
+    quant: QuantConfig
+    epochs: int = Field(2, ge=1, description="fine-tuning epochs on the model's own members")
+    lr: float = Field(
+        0.001, gt=0, description="learning rate (BatchNorm-folded nets diverge at 0.01)"
+    )
+
+
+@register_defense(PTQ, "transform")
+def _ptq(config: PTQ, model: nn.Module, ctx: DefenseContext) -> nn.Module:
+    calib = calibration_batches(ctx.x, config.quant.calibration_batches, seed=ctx.seed)
+    return quantize(model, config.quant, calib)
+
+
+@register_defense(AdaRound, "transform")
+def _adaround(config: AdaRound, model: nn.Module, ctx: DefenseContext) -> nn.Module:
+    quant = config.quant.model_copy(update={"rounding": "adaround"})
+    calib = calibration_batches(ctx.x, quant.calibration_batches, seed=ctx.seed)
+    return quantize(model, quant, calib)
+
+
+@register_defense(QAT, "transform")
+def _qat(config: QAT, model: nn.Module, ctx: DefenseContext) -> nn.Module:
+    calib = calibration_batches(ctx.x, config.quant.calibration_batches, seed=ctx.seed)
+    train = ctx.train.model_copy(
+        update={"epochs": config.epochs, "lr": config.lr, "seed": ctx.seed}
+    )
+    qmodel, _ = quantization_aware_training(
+        model, config.quant, ctx.x, ctx.y, train, calib, progress=False
+    )
+    return qmodel

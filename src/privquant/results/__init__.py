@@ -1,0 +1,25 @@
+"""Typed audit results (results.json): one schema for the pipeline, the report and the CLI."""
+
+from privquant.results.schema import (
+    FORMAT,
+    NOT_AVERAGED,
+    RELATIVE_METRICS,
+    AttackResult,
+    AuditResults,
+    Curves,
+    ModelRecord,
+    VariantResult,
+    aggregate_targets,
+)
+
+__all__ = [
+    "FORMAT",
+    "NOT_AVERAGED",
+    "RELATIVE_METRICS",
+    "AttackResult",
+    "AuditResults",
+    "Curves",
+    "ModelRecord",
+    "VariantResult",
+    "aggregate_targets",
+]

@@ -1,0 +1,161 @@
+"""Typed, versioned audit results: what results.json holds, and the one place it is aggregated."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from privquant.artifacts.atomic import atomic_write_json
+from privquant.errors import PrivquantError
+from privquant.metrics import relative_change, roc_curve
+
+FORMAT = "privquant-results/2"
+ROC_GRID = np.logspace(-5, 0, 121)  # FPR values at which curves are stored
+NOT_AVERAGED = ("threshold", "seconds")  # per-target facts, not metrics
+RELATIVE_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc",
+                    "tpr@1%fpr", "tpr@0.1%fpr", "advantage")  # fmt: skip
+# Preferred headline attacks, strongest first among those usually run.
+HEADLINE_ORDER = ("lira_online_fixed_var", "lira_online", "rmia", "lira_offline_fixed_var")
+
+
+def aggregate_targets(
+    per_target: dict[str, dict[str, Any]],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and std over targets of every float metric (CIs and per-target facts excluded)."""
+    rows = list(per_target.values())
+    keys = [k for k, v in rows[0].items() if isinstance(v, float) and k not in NOT_AVERAGED]
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    std = {k: float(np.std([r[k] for r in rows])) for k in keys}
+    return mean, std
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Curves(_Strict):
+    """An exact ROC on a log grid (max TPR at FPR <= each value) and score histograms."""
+
+    roc_fpr: list[float]
+    roc_tpr: list[float]
+    hist_edges: list[float]
+    hist_members: list[int]
+    hist_nonmembers: list[int]
+
+    @classmethod
+    def from_scores(cls, scores: np.ndarray, members: np.ndarray) -> Curves:
+        fpr, tpr, _ = roc_curve(scores, members)
+        roc = [float(tpr[fpr <= g + 1e-12].max()) for g in ROC_GRID]
+        finite = scores[np.isfinite(scores)]
+        lo, hi = np.percentile(finite, [0.5, 99.5]) if len(finite) else (0.0, 1.0)
+        edges = np.linspace(lo, hi if hi > lo else lo + 1, 41)
+        clipped = np.clip(scores, edges[0], edges[-1])
+        return cls(roc_fpr=ROC_GRID.tolist(), roc_tpr=roc, hist_edges=edges.tolist(),
+                   hist_members=np.histogram(clipped[members], edges)[0].tolist(),
+                   hist_nonmembers=np.histogram(clipped[~members], edges)[0].tolist())  # fmt: skip
+
+
+class AttackResult(_Strict):
+    description: str
+    per_target: dict[str, dict[str, Any]] = Field(
+        description="target index -> every metric, its CI ('ci') and the threshold"
+    )
+    mean: dict[str, float]
+    std: dict[str, float]
+    curves: dict[str, Curves] = Field(default_factory=dict)
+
+    @classmethod
+    def from_targets(
+        cls,
+        description: str,
+        per_target: dict[str, dict[str, Any]],
+        curves: dict[str, Curves] | None = None,
+    ) -> AttackResult:
+        mean, std = aggregate_targets(per_target)
+        return cls(description=description, per_target=per_target, mean=mean, std=std,
+                   curves=curves or {})  # fmt: skip
+
+
+class ModelRecord(_Strict):
+    test_accuracy: float | None = Field(description="measured for targets only")
+    train_accuracy: float
+    size_bytes: int
+    bits: float
+
+
+class VariantResult(_Strict):
+    steps: list[dict[str, Any]] = Field(description="the variant's defense steps, as configured")
+    description: str
+    bits: float
+    size_bytes: int
+    test_accuracy: float | None = Field(description="mean over targets; None without test data")
+    test_accuracy_std: float | None
+    train_accuracy: float
+    per_model: list[ModelRecord] = Field(default_factory=list)
+    attacks: dict[str, AttackResult] = Field(default_factory=dict)
+    attacks_naive_fp32_shadows: dict[str, AttackResult] | None = Field(
+        None, description="the weaker setting: target under the variant, shadows full precision"
+    )
+    relative_change_vs_fp32: dict[str, Any] = Field(
+        default_factory=dict, description="(FP32 - variant) / FP32 per attack and metric"
+    )
+
+
+class AuditResults(_Strict):
+    format: Literal["privquant-results/2"] = FORMAT
+    privquant_version: str
+    config: dict[str, Any]
+    dataset: dict[str, Any]
+    split: dict[str, Any]
+    machine: dict[str, Any]
+    timings_seconds: dict[str, float]
+    variants: dict[str, VariantResult]
+
+    @property
+    def attack_names(self) -> list[str]:
+        return list(next(iter(self.variants.values())).attacks)
+
+    def headline_attack(self) -> str:
+        names = self.attack_names
+        return next((a for a in HEADLINE_ORDER if a in names), names[0])
+
+    def fill_relative_changes(self, reference: str = "fp32") -> None:
+        """(reference - variant) / reference for test accuracy and every attack metric."""
+        fp = self.variants[reference]
+        for v in self.variants.values():
+            v.relative_change_vs_fp32 = {
+                "test_accuracy": None if fp.test_accuracy is None or v.test_accuracy is None
+                else relative_change(fp.test_accuracy, v.test_accuracy),
+                **{a: {k: relative_change(fp.attacks[a].mean[k], r.mean[k]) for k in RELATIVE_METRICS}
+                   for a, r in v.attacks.items() if a in fp.attacks},
+            }  # fmt: skip
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        atomic_write_json(path, self.model_dump(mode="json"), sort_keys=False)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> AuditResults:
+        """Read results.json (or a run folder holding one), with errors naming the file."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "results.json"
+        try:
+            data = json.loads(path.read_text())
+        except OSError as e:
+            raise PrivquantError(f"{path}: cannot read results ({e.strerror or e})") from e
+        except json.JSONDecodeError as e:
+            raise PrivquantError(f"{path}: not valid JSON ({e})") from e
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            got = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise PrivquantError(f"{path}: unknown format {got!r}; expected {FORMAT}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise PrivquantError(f"{path}: invalid results at {where}: {first['msg']}") from None

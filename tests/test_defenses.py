@@ -1,0 +1,236 @@
+"""The defense registry: methods registered once are usable everywhere, stages compose, caches
+separate what differs and invalidate what changed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from privquant.cli import main
+from privquant.defenses import (
+    DEFENSES,
+    CoarsePosterior,
+    DefenseConfig,
+    DefenseContext,
+    VariantConfig,
+    register_defense,
+)
+from privquant.pipeline import audit_model, load_config, run_audit
+
+TINY = {
+    "name": "tiny-defenses",
+    "data": {"name": "digits", "pool_size": 500, "reference_size": 100},
+    "model": {"name": "mlp", "options": {"hidden": [128]}},
+    "train": {"epochs": 15, "batch_size": 32, "optimizer": "adam", "lr": 0.003, "weight_decay": 0},
+    "population": {"n_models": 4, "queries": 1},
+    "attacks": ["loss", "confidence"],
+    "targets": [0],
+    "bootstrap": 0,
+}
+
+
+class ToyPrune(DefenseConfig):
+    """Zero the smallest-magnitude share of every Linear/Conv weight (a test-only transform)."""
+
+    method: Literal["toy_prune"] = "toy_prune"
+    fraction: float = 0.5
+
+
+def _prune(config: ToyPrune, model: nn.Module, ctx: DefenseContext) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            w = m.weight.data
+            cut = w.abs().flatten().kthvalue(max(1, int(config.fraction * w.numel()))).values
+            w[w.abs() <= cut] = 0
+    return model
+
+
+@pytest.fixture
+def toy_prune():
+    register_defense(ToyPrune, "transform")(_prune)
+    yield
+    DEFENSES.pop("toy_prune")
+
+
+def _zero_share(model: nn.Module) -> float:
+    ws = [m.weight for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    return float(sum((w == 0).sum() for w in ws) / sum(w.numel() for w in ws))
+
+
+def test_a_transform_registered_in_a_test_works_from_yaml(toy_prune: None, tmp_path: Path) -> None:
+    config = load_config({**TINY, "variants": [{"name": "fp32"}, {"name": "pruned", "method": "toy_prune",
+                                                                   "fraction": 0.9}]})  # fmt: skip
+    assert config.variants[1].steps[0] == ToyPrune(fraction=0.9)
+    res = run_audit(config, tmp_path / "run", progress=False)
+    pruned, fp = res.variants["pruned"], res.variants["fp32"]
+    assert pruned.steps == [{"method": "toy_prune", "fraction": 0.9}]
+    assert pruned.size_bytes == fp.size_bytes and pruned.bits == 32  # full precision, same shapes
+    assert pruned.test_accuracy < fp.test_accuracy  # pruning 90% of the weights costs accuracy
+
+
+def test_a_transform_registered_in_a_test_works_from_the_cli(
+    toy_prune: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from privquant.artifacts import load_checkpoint
+
+    ck = tmp_path / "ck"
+    assert (
+        main(["train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--out", str(ck)])
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "defend",
+                str(ck),
+                "--steps",
+                "[{method: toy_prune, fraction: 0.7}]",
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == [{"method": "toy_prune", "fraction": 0.7}]
+    model, _ = load_checkpoint(tmp_path / "d")
+    assert _zero_share(model) == pytest.approx(0.7, abs=0.02)
+    # The quantize command offers every transform-stage method with its defaults.
+    assert main(["quantize", str(ck), "--method", "toy_prune", "--out", str(tmp_path / "q")]) == 0
+    assert _zero_share(load_checkpoint(tmp_path / "q")[0]) == pytest.approx(0.5, abs=0.02)
+    # Unknown methods and bad fields are one clear line each, naming the field.
+    assert (
+        main(
+            [
+                "defend",
+                str(ck),
+                "--steps",
+                "[{method: toy_prune, frac: 1}]",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
+    assert "0.frac: Extra inputs are not permitted" in capsys.readouterr().err
+
+
+def test_a_transform_registered_in_a_test_works_from_audit_model(toy_prune: None) -> None:
+    from privquant.data import load_dataset
+    from privquant.models import build_model
+    from privquant.training import TrainConfig, train_new_model
+
+    ds = load_dataset("digits")
+    cfg = TrainConfig(epochs=10, batch_size=32, optimizer="adam", lr=3e-3)
+    xm, ym, xn, yn = ds.x_train[:200], ds.y_train[:200], ds.x_train[200:400], ds.y_train[200:400]
+    model, _ = train_new_model("mlp", xm, ym, 10, cfg, progress=False, hidden=(64,))
+    res = audit_model(model, (xm, ym), (xn, yn), lambda: build_model("mlp", [1, 8, 8], 10, hidden=(64,)), cfg,
+                      n_shadows=2, variants=[VariantConfig(name="fp32"),
+                                             VariantConfig(name="p", steps=[{"method": "toy_prune"}])],
+                      attacks=["loss"], n_bootstrap=0, progress=False)  # fmt: skip
+    assert res.variants["p"].steps == [{"method": "toy_prune", "fraction": 0.5}]
+    assert res.variants["p"].train_accuracy != res.variants["fp32"].train_accuracy
+    assert _zero_share(model) < 0.01  # the user's model itself is never modified
+
+
+def test_train_stage_defense_retrains_every_model_and_is_cached_separately(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import privquant.population.jobs as jobs
+    from privquant.signals import Signals
+
+    calls: list[str | None] = []
+    real = jobs.train_model
+
+    def counting(step, ctx):  # noqa: ANN001, ANN202
+        calls.append(None if step is None else step.method)
+        return real(step, ctx)
+
+    monkeypatch.setattr(jobs, "train_model", counting)
+    config = load_config({**TINY, "variants": [
+        {"name": "fp32"},
+        {"name": "ls", "method": "label_smoothing", "smoothing": 0.3},
+        {"name": "ls_ptq4", "steps": [{"method": "label_smoothing", "smoothing": 0.3},
+                                      {"method": "ptq", "quant": {"weight_bits": 4}}]},
+    ]})  # fmt: skip
+    run_audit(config, tmp_path / "run", progress=False)
+    # Target and every shadow trained plainly once and under the defense once; the two
+    # variants sharing the train stage share its models.
+    assert sorted(calls, key=str) == [None] * 4 + ["label_smoothing"] * 4
+    entries = list((tmp_path / "run" / "cache").glob("*/*/model.safetensors"))
+    assert len(entries) == 8
+    fp = Signals.load(tmp_path / "run" / "signals" / "fp32.npz")
+    ls = Signals.load(tmp_path / "run" / "signals" / "ls.npz")
+    for m in range(4):  # label smoothing caps confidence on every model, target included
+        conf = lambda s, m=m: torch.from_numpy(s.logits[m, :, 0]).softmax(-1).max(-1).values.mean()  # noqa: E731
+        assert conf(ls) < conf(fp) - 0.05, m
+    calls.clear()
+    run_audit(config, tmp_path / "run", progress=False)
+    assert calls == []  # everything came from the cache
+
+
+def test_editing_a_defense_invalidates_cached_models_and_reports_do_not(tmp_path: Path) -> None:
+    import privquant
+    from privquant.artifacts.cache import code_version, model_code_files
+
+    pkg = tmp_path / "privquant"
+    shutil.copytree(
+        Path(privquant.__file__).parent, pkg, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    files = {f.relative_to(pkg).as_posix() for f in model_code_files(package_root=pkg)}
+    assert {"defenses/quantization.py", "population/jobs.py", "quant/fake.py", "training/trainer.py",
+            "models/resnet.py"} <= files  # fmt: skip
+    assert not any(f.startswith(("report/", "attacks/", "cli.py")) for f in files)
+    before = code_version(package_root=pkg)
+    (pkg / "report" / "render.py").write_text(
+        (pkg / "report" / "render.py").read_text() + "\n# edit\n"
+    )
+    code_version.cache_clear()
+    assert code_version(package_root=pkg) == before
+    (pkg / "defenses" / "quantization.py").write_text(
+        (pkg / "defenses" / "quantization.py").read_text() + "\n# x\n"
+    )
+    code_version.cache_clear()
+    assert code_version(package_root=pkg) != before
+
+
+def test_user_defense_code_enters_the_cache_key(toy_prune: None) -> None:
+    from privquant.defenses import get_defense
+    from privquant.defenses.base import _source_hash
+
+    code = get_defense("toy_prune").code
+    assert code == _source_hash(_prune, ToyPrune)
+    assert code != get_defense("ptq").code
+
+
+def test_output_coarsening_keeps_every_prediction_and_coarsens_posteriors() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 10))
+    x = torch.randn(512, 8) * 3
+    wrapped = CoarsePosterior(net, levels=4, top_k=2).eval()
+    with torch.no_grad():
+        raw, out = net(x), wrapped(x)
+    assert torch.equal(raw.argmax(-1), out.argmax(-1))
+    assert torch.isfinite(out).all()
+    p = out.softmax(-1)
+    assert ((p > 1e-6).sum(-1) <= 2).all()  # top-2 only
+    released = torch.round(out.exp() * 4) / 4  # every released value sits on the 1/4 grid
+    assert torch.allclose(out.exp().clamp_min(0), released, atol=2e-6) or (out.exp() <= 1e-11).any()
+    assert len(np.unique(np.round(out.exp().numpy(), 4))) <= 6
+
+
+def test_stage_mismatch_is_refused() -> None:
+    from privquant.defenses import apply_transforms
+    from privquant.errors import ConfigError
+
+    v = VariantConfig(name="x", steps=[{"method": "label_smoothing"}])
+    with pytest.raises(ConfigError, match="train-stage defense, not transform"):
+        apply_transforms(v.steps, nn.Linear(2, 2), None)  # type: ignore[arg-type]
