@@ -1,5 +1,6 @@
 """Typed audit results (results.json): one schema for the pipeline, the report and the CLI."""
 
+from privquant.results.compare import compare_results
 from privquant.results.schema import (
     FORMAT,
     NOT_AVERAGED,
@@ -22,4 +23,5 @@ __all__ = [
     "ModelRecord",
     "VariantResult",
     "aggregate_targets",
+    "compare_results",
 ]

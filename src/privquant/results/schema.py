@@ -150,6 +150,8 @@ class AuditResults(_Strict):
             raise PrivquantError(f"{path}: cannot read results ({e.strerror or e})") from e
         except json.JSONDecodeError as e:
             raise PrivquantError(f"{path}: not valid JSON ({e})") from e
+        if isinstance(data, dict) and data.get("format") == "privquant-results/1":
+            data = _upgrade_v1(data)
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             got = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise PrivquantError(f"{path}: unknown format {got!r}; expected {FORMAT}")
@@ -159,3 +161,16 @@ class AuditResults(_Strict):
             first = e.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise PrivquantError(f"{path}: invalid results at {where}: {first['msg']}") from None
+
+
+def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """results.json of privquant <= 0.1 (variants as method + quant) in the current schema."""
+    configured = {v["name"]: v for v in data.get("config", {}).get("variants", [])}
+    for name, v in data.get("variants", {}).items():
+        method, quant = v.pop("method", "none"), v.pop("quant", None)
+        step = {k: x for k, x in configured.get(name, {}).items() if k != "name"}
+        step = step or {"method": method, **({"quant": quant} if quant else {})}
+        v["steps"] = [] if method == "none" else [step]
+        v["description"] = method if method != "none" else "none"
+    data["format"] = FORMAT
+    return data
