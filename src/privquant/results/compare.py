@@ -36,7 +36,10 @@ def compare_results(a: AuditResults, b: AuditResults) -> dict[str, Any]:
     summary = []
     for name in [n for n in a.variants if n in b.variants]:
         va, vb = a.variants[name], b.variants[name]
-        row: dict[str, Any] = {"variant": name, "test_accuracy": [va.test_accuracy, vb.test_accuracy]}
+        row: dict[str, Any] = {
+            "variant": name,
+            "test_accuracy": [va.test_accuracy, vb.test_accuracy],
+        }
         if attack in va.attacks and attack in vb.attacks:
             for k in ("auc", "tpr@1%fpr", "tpr@0.1%fpr"):
                 row[k] = [va.attacks[attack].mean[k], vb.attacks[attack].mean[k]]
