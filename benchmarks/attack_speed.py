@@ -54,7 +54,13 @@ def main() -> None:
         start = time.perf_counter()
         scores, thr = attack_scores(signals, name, target=0)
         mid = time.perf_counter()
-        res = evaluate_scores(scores, signals.keep[0], thr, n_bootstrap=args.bootstrap)
+        res = evaluate_scores(
+            scores,
+            signals.keep[0],
+            thr["decision"],
+            n_bootstrap=args.bootstrap,
+            audit_thresholds=thr,
+        )
         end = time.perf_counter()
         metric_s += end - mid
         per_attack[name] = {"attack_s": round(mid - start, 3), "metrics_s": round(end - mid, 3),

@@ -82,3 +82,48 @@ def test_bootstrap_is_deterministic_and_brackets_the_estimate() -> None:
     assert a["ci"] == b["ci"]
     for k in ("auc", "f1", "precision"):
         assert a["ci"][k][0] <= a[k] <= a["ci"][k][1]
+
+
+def test_clopper_pearson_matches_closed_forms() -> None:
+    from privquant.metrics import clopper_pearson
+
+    # 0 of n: the upper limit is 1 - (alpha/2)^(1/n); n of n: the lower limit is (alpha/2)^(1/n).
+    lo, hi = clopper_pearson(0, 20, 0.05)
+    assert lo == 0 and hi == pytest.approx(1 - 0.025 ** (1 / 20))
+    lo, hi = clopper_pearson(20, 20, 0.05)
+    assert hi == 1 and lo == pytest.approx(0.025 ** (1 / 20))
+    lo, hi = clopper_pearson(30, 100, 0.05)
+    assert lo < 0.3 < hi and hi - lo < 0.2
+
+
+def test_epsilon_lower_bound_from_decisions() -> None:
+    from privquant.metrics import epsilon_lower_bound
+
+    # A perfect attack on 1000 + 1000 points, 95% overall (each rate at 97.5%, one-sided):
+    # TPR >= 0.025^(1/1000) = 0.99632, FPR <= 0.00368, so epsilon >= log(0.99632 / 0.00368) = 5.60.
+    e = epsilon_lower_bound(1000, 0, 0, 1000)
+    assert e["tpr_low"] == pytest.approx(0.025 ** (1 / 1000))
+    assert (
+        e["epsilon"]
+        == pytest.approx(np.log(e["tpr_low"] / e["fpr_high"]))
+        == pytest.approx(5.60, abs=0.01)
+    )
+    # A chance-level attack proves nothing.
+    assert epsilon_lower_bound(500, 500, 500, 500)["epsilon"] == 0.0
+    # More evidence, same rates: a tighter (larger) bound.
+    assert (
+        epsilon_lower_bound(300, 30, 700, 970)["epsilon"]
+        > epsilon_lower_bound(30, 3, 70, 97)["epsilon"]
+        > 0
+    )
+
+
+def test_evaluate_scores_reports_epsilon_at_every_shadow_threshold() -> None:
+    rng = np.random.default_rng(0)
+    members = rng.random(4000) < 0.5
+    scores = rng.normal(0, 1, 4000) + 1.5 * members
+    res = evaluate_scores(scores, members, 0.75, n_bootstrap=0, audit_thresholds={"fpr@1%": 2.33})
+    assert set(res["epsilon"]) == {"decision", "fpr@1%"}
+    low = res["epsilon"]["fpr@1%"]
+    assert low["fpr"] < 0.02 and low["tpr"] > 0.05 and low["epsilon"] > 0.5
+    assert res["epsilon_lower_bound"] == max(e["epsilon"] for e in res["epsilon"].values())

@@ -232,3 +232,38 @@ def test_bring_your_own_model() -> None:
     assert 0.8 < res.variants["fp32"].test_accuracy <= 1
     # The target is the user's own model: its row of the keep matrix is the given membership.
     assert res.split["members_per_model"][0] == 300
+
+
+def test_population_block_noise_attack_and_findings(tmp_path: Path) -> None:
+    from privquant.signals import Signals
+
+    cfg = {**TINY, "data": {**TINY["data"], "population_size": 150}, "naive": False,
+           "population": {"n_models": 4, "queries": 4, "query_shift": 2, "noise_queries": 8},
+           "variants": [{"name": "fp32"}], "attacks": ["loss", "rmia_online", "label_only_noise"]}  # fmt: skip
+    res = run_audit(load_config(cfg), tmp_path / "run", progress=False)
+    s = Signals.load(tmp_path / "run" / "signals" / "fp32.npz")
+    assert s.n_queries == 4 and s.population_logits.shape == (4, 150, 4, 10)
+    assert s.extras["noise_robustness"].shape == (4, 600)
+    robust = s.extras["noise_robustness"]
+    assert robust[s.keep].mean() > robust[~s.keep].mean()  # members survive more noise
+    fp = res.variants["fp32"]
+    assert fp.attacks["label_only_noise"].mean["auc"] > 0.5
+    assert res.split["population_size"] == 150
+    # Findings: the strongest attack on FP32, its top points in score order, with thumbnails.
+    f = res.findings
+    assert f is not None and f.attack == res.headline_attack() and f.variant == "fp32"
+    scores = [p["score"] for p in f.points]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 16
+    assert (tmp_path / "run" / f.image).is_file()
+    assert "Most vulnerable points" in (tmp_path / "run" / "report.md").read_text()
+    eps = fp.attacks["loss"].per_target["0"]["epsilon"]
+    assert {"decision", "fpr@1%", "fpr@0.1%"} <= set(eps) and fp.attacks["loss"].mean[
+        "epsilon_lower_bound"
+    ] >= 0
+
+
+def test_headline_is_the_strongest_attack_on_fp32(finished_run: Path) -> None:
+    results = AuditResults.load(finished_run)
+    fp = results.variants["fp32"].attacks
+    best = max(fp, key=lambda a: (fp[a].mean["tpr@1%fpr"], fp[a].mean["auc"]))
+    assert results.headline_attack() == best

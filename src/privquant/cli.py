@@ -124,7 +124,7 @@ def _cmd_signals(args: argparse.Namespace) -> int:
     )
     paths = train_population(ds, split, args.model, cfg, ArtifactCache(args.cache))
     signals = collect_signals(paths, ds.x_train[split.pool], ds.y_train[split.pool], split.keep,
-                              query_views(ds.kind, args.queries))  # fmt: skip
+                              query_views(ds.kind, args.queries, args.query_shift))  # fmt: skip
     signals.save(args.out)
     split.save(Path(args.out).with_suffix(".split.npz"))
     print(
@@ -439,9 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, default=0.05)
     s.add_argument("--batch-size", type=int, default=256)
     s.add_argument("--augment", default="none", choices=["none", "flip", "crop", "crop+flip"])
-    s.add_argument(
-        "--queries", type=int, default=2, help="query views per point (original + augmentations)"
-    )
+    s.add_argument("--queries", type=int, default=2, choices=range(1, 19), metavar="1..18",
+                   help="query views per point (original, flip, shifts of both)")  # fmt: skip
+    s.add_argument("--query-shift", type=int, default=1, help="pixels per shift of the query views")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--cache", default="runs/cache", help="trained-model cache folder")
     s.add_argument("--out", required=True, help="signals .npz to write")

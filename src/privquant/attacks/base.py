@@ -34,6 +34,11 @@ class Attack:
     # pseudo-targets; "fixed" = the score has a natural threshold (e.g. a classifier's 0.5).
     threshold: str = "shadow"
     fixed_threshold: float = 0.0
+    # Signals extras the attack reads (measured on the model itself, e.g. under input noise).
+    requires: tuple[str, ...] = ()
+
+    def available(self, signals: Signals) -> bool:
+        return all(r in signals.extras for r in self.requires)
 
 
 ATTACKS: dict[str, Attack] = {}
@@ -89,26 +94,73 @@ def references_for(signals: Signals, target: int) -> np.ndarray:
     return np.array([m for m in range(signals.n_models) if m != target], dtype=np.int64)
 
 
-def shadow_threshold(
+def even_reference_counts(mask: np.ndarray, n_excluded: int = 1) -> np.ndarray:
+    """``mask`` [references, points] with every point given the same number of references.
+
+    Under LiRA's balanced keep matrix every point is a member of exactly k models, so how many
+    IN (or OUT) references a point has among the non-target models reveals the target's
+    membership; any statistic whose noise depends on that count (a variance, a mean of few
+    values) then leaks it. Such counts are recognized by their spread: at most ``n_excluded``
+    (the models left out of the references: the target, plus a pseudo-target when calibrating
+    on shadows) over all points. Every point is then cut to the smallest count, keeping its
+    first references in model order (which depends on the references' membership only), as
+    Carlini et al.'s code does. Independent coin-flip memberships give counts independent of
+    the target's and are left untouched.
+    """
+    counts = mask.sum(0)
+    if counts.size == 0 or counts.max() - counts.min() > n_excluded or counts.max() == counts.min():
+        return mask
+    k = int(counts.min())
+    if k == 0:
+        if n_excluded > 1:  # calibrating a threshold on shadows: best effort, the AUC is unaffected
+            return mask
+        raise ConfigError(
+            "LiRA/RMIA: under a balanced keep matrix some points have no IN or no OUT reference "
+            "model, and that count would reveal the target's membership. Use more models or the "
+            "default coin-flip keep matrix (population.balanced: false)"
+        )
+    return mask & (np.cumsum(mask, axis=0) <= k)
+
+
+LOW_FPR_LEVELS = (0.01, 0.001)
+
+
+def shadow_thresholds(
     attack: Attack, signals: Signals, target: int, params: dict[str, Any], n_pseudo_targets: int = 4
-) -> float:
-    """Decision threshold chosen on shadow models only.
+) -> dict[str, float]:
+    """Thresholds chosen on shadow models only: ``decision`` (best balanced accuracy) and, for
+    attacks calibrated on shadows, ``fpr@1%`` / ``fpr@0.1%`` (the lowest threshold whose FPR on
+    the shadows stays within the level), used for empirical epsilon lower bounds.
 
     Up to ``n_pseudo_targets`` shadows act in turn as the target; the attack is re-run against
     each with the remaining shadows as references (the real target is excluded entirely), and
-    the threshold maximizing balanced accuracy on their pooled, known memberships is returned.
+    the thresholds come from their pooled, known memberships.
     """
     if attack.threshold == "fixed":
-        return attack.fixed_threshold
+        return {"decision": attack.fixed_threshold}
     refs = references_for(signals, target)
     if len(refs) < 2:
         raise ConfigError(
             f"attack {attack.name}: needs at least 3 models to calibrate a threshold on shadows"
         )
-    pseudo = refs[:n_pseudo_targets]
     scores, members = [], []
-    for p in pseudo:
+    for p in refs[:n_pseudo_targets]:
         others = refs[refs != p]
         scores.append(attack.score(signals, int(p), others, **params))
         members.append(signals.keep[p])
-    return best_threshold(np.concatenate(scores), np.concatenate(members))
+    pooled, pooled_members = np.concatenate(scores), np.concatenate(members)
+    out = {"decision": best_threshold(pooled, pooled_members)}
+    negatives = np.sort(pooled[~pooled_members])
+    for level in LOW_FPR_LEVELS:
+        # Strictly above the (1 - level) quantile of shadow non-member scores.
+        k = int(np.floor(level * len(negatives)))
+        top = negatives[len(negatives) - k - 1] if len(negatives) > k else -np.inf
+        out[f"fpr@{level * 100:g}%"] = float(np.nextafter(top, np.inf))
+    return out
+
+
+def shadow_threshold(
+    attack: Attack, signals: Signals, target: int, params: dict[str, Any], n_pseudo_targets: int = 4
+) -> float:
+    """The decision threshold of :func:`shadow_thresholds`."""
+    return shadow_thresholds(attack, signals, target, params, n_pseudo_targets)["decision"]

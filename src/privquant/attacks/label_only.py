@@ -35,3 +35,16 @@ register(
 )
 register(Attack("label_only_augmentation", augmentation_score,
                 "label only: robustness of the prediction to the augmented query views"))  # fmt: skip
+
+
+def noise_score(signals: Signals, target: int, references: np.ndarray) -> np.ndarray:
+    """Choquette-Choo et al. 2021: the share of Gaussian-noised copies the target still labels
+    correctly, a proxy for the distance to the decision boundary (members lie farther from it).
+    Ties between equally robust points are broken by correctness on the query views."""
+    robust = signals.extras["noise_robustness"][target]
+    return robust + 1e-3 * _correct(signals)[target].mean(-1)
+
+
+register(Attack("label_only_noise", noise_score,
+                "label only: robustness of the prediction to Gaussian input noise (decision boundary)",
+                requires=("noise_robustness",)))  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from privquant.attacks import statistics as sig
-from privquant.attacks.base import Attack, register
+from privquant.attacks.base import Attack, even_reference_counts, register
 from privquant.signals import Signals
 
 
@@ -56,12 +56,17 @@ def lira_score(
     phi = signals.statistic("scaled_logit", sig.scaled_logit)  # [M, N, Q]
     ref_phi, ref_keep = phi[references], signals.keep[references]
     phi_t = phi[target]
-    mean_out, std_out = _masked_gaussian(ref_phi, ~ref_keep, fixed_variance)
+    excluded = signals.n_models - len(references)
+    mean_out, std_out = _masked_gaussian(
+        ref_phi, even_reference_counts(~ref_keep, excluded), fixed_variance
+    )
     if not online:
         # One-sided test against the OUT Gaussian. The z-score orders points like the p-value
         # but does not saturate (log_ndtr rounds to 0 for every strong member, creating ties).
         return ((phi_t - mean_out) / std_out).mean(-1)
-    mean_in, std_in = _masked_gaussian(ref_phi, ref_keep, fixed_variance)
+    mean_in, std_in = _masked_gaussian(
+        ref_phi, even_reference_counts(ref_keep, excluded), fixed_variance
+    )
     return (_log_normal(phi_t, mean_in, std_in) - _log_normal(phi_t, mean_out, std_out)).mean(-1)
 
 

@@ -2,15 +2,120 @@
 
 The likelihood ratio Pr(x|target) / Pr(x) is compared pairwise with the same ratio on
 population points z; the score is the fraction of z that x dominates by a factor ``gamma``.
+Everything is computed in log space from the scaled logit, so confident models keep full
+resolution, and ties between points that dominate the same z are broken by the ratio itself.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import logsumexp
 
 from privquant.attacks import statistics as sig
-from privquant.attacks.base import Attack, register
+from privquant.attacks.base import Attack, even_reference_counts, register
+from privquant.metrics import auc
 from privquant.signals import Signals
+
+A_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+
+
+def _view_mean_log(lp: np.ndarray) -> np.ndarray:
+    """log of the probability averaged over query views: [..., Q] -> [...]."""
+    return logsumexp(lp, axis=-1) - np.log(lp.shape[-1])
+
+
+def _log_p(signals: Signals, temperature: float, population: bool = False) -> np.ndarray | None:
+    """log p_y and log(1 - p_y), view-averaged: [2, models, points]."""
+
+    def fn(lg: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.stack([_view_mean_log(sig.log_confidence(lg, y, temperature)),
+                         _view_mean_log(sig.log_one_minus_confidence(lg, y, temperature))])  # fmt: skip
+
+    name = f"rmia_log_p_T{temperature}"
+    if population:
+        return signals.population_statistic(name, fn)
+    return signals.statistic(name, fn)
+
+
+def _log_mean(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log of the mean of exp(values) over rows where ``mask`` holds, and the row counts."""
+    n = mask.sum(0)
+    return logsumexp(np.where(mask, values, -np.inf), axis=0) - np.log(np.maximum(n, 1)), n
+
+
+def _log_px(
+    log_p: np.ndarray,
+    log_q: np.ndarray,
+    in_mask: np.ndarray,
+    out_mask: np.ndarray,
+    a: float,
+    online: bool,
+) -> np.ndarray:
+    """log Pr(x) over reference rows [R, N]; the masks [R, N] say which references are IN / OUT.
+
+    Online: IN and OUT references weighted equally, (p_IN + p_OUT) / 2, so the share of IN
+    references (which a balanced keep matrix ties to the target's membership) does not matter.
+    Offline: OUT references only, Pr(x) = ((1 + a) p_OUT + 1 - a) / 2 = 1 - (1 + a)(1 - p_OUT) / 2,
+    computed from 1 - p so it does not round to 1 for confident models.
+    """
+    all_refs = logsumexp(log_p, axis=0) - np.log(len(log_p))
+    if online:
+        log_in, n_in = _log_mean(log_p, in_mask)
+        log_out, n_out = _log_mean(log_p, out_mask)
+        both = (n_in > 0) & (n_out > 0)
+        return np.where(both, np.logaddexp(log_in, log_out) - np.log(2), all_refs)
+    log_q_out, n_out = _log_mean(log_q, out_mask)
+    # Points without an OUT reference borrow the average over points (rare with coin flips).
+    fallback = logsumexp(log_q) - np.log(log_q.size)
+    log_q_out = np.where(n_out > 0, log_q_out, fallback)
+    return np.log1p(-0.5 * (1 + a) * np.exp(log_q_out))
+
+
+def _log_ratios(
+    signals: Signals,
+    target: int,
+    references: np.ndarray,
+    online: bool,
+    a: float,
+    temperature: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """log Pr(x|target)/Pr(x) for pool points, and for population points z."""
+    lp, lq = _log_p(signals, temperature)
+    excluded = signals.n_models - len(references)
+    keep = signals.keep[references]
+    in_mask = even_reference_counts(keep, excluded) if online else np.zeros_like(keep)
+    out_mask = even_reference_counts(~keep, excluded)
+    ratio_x = lp[target] - _log_px(lp[references], lq[references], in_mask, out_mask, a, online)
+    pop = _log_p(signals, temperature, population=True)
+    if pop is not None:  # no model trained on these rows: every reference is OUT for them
+        plp, plq = pop
+        none = np.zeros((len(references), plp.shape[1]), dtype=bool)
+        ratio_z = plp[target] - _log_px(plp[references], plq[references], none, ~none, a, online)
+    else:  # the pool itself; the target's membership of these z is unknown and never read
+        ratio_z = ratio_x
+    return ratio_x, ratio_z
+
+
+def tune_offline_a(
+    signals: Signals, references: np.ndarray, temperature: float = 1.0, n_pseudo: int = 2
+) -> float:
+    """The offline ``a`` with the best AUC on shadow models acting as targets (never the target).
+
+    As Privacy Meter does with a reference model: offline RMIA approximates the IN
+    distribution through ``a``, whose best value depends on how much models memorize.
+    """
+    if len(references) < 3:
+        return 0.3
+    best, best_auc = 0.3, -1.0
+    for a in A_GRID:
+        aucs = []
+        for p in references[:n_pseudo]:
+            others = references[references != p]
+            rx, _ = _log_ratios(signals, int(p), others, False, float(a), temperature)
+            aucs.append(auc(rx, signals.keep[p]))
+        if np.mean(aucs) > best_auc + 1e-12:
+            best, best_auc = float(a), float(np.mean(aucs))
+    return best
 
 
 def rmia_score(
@@ -18,42 +123,36 @@ def rmia_score(
     target: int,
     references: np.ndarray,
     online: bool = False,
-    offline_a: float = 0.3,
+    offline_a: float | None = None,
     gamma: float = 1.0,
-    n_population: int = 5000,
+    temperature: float = 1.0,
+    n_population: int = 10_000,
     seed: int = 0,
 ) -> np.ndarray:
-    """RMIA score in [0, 1].
+    """RMIA score: the fraction of population points z with ratio_x / ratio_z > ``gamma``,
+    plus a tie-break below one step of that fraction, increasing in ratio_x.
 
-    Pr(x) is the mean true-class probability over reference models (online: all; offline:
-    OUT models only, corrected by ``offline_a`` as Pr(x) = ((1 + a) Pr_OUT(x) + 1 - a) / 2).
-    Probabilities are averaged over query views first.
-
-    Population points z are a seeded subsample of the pool itself, because the signals hold
-    no other data; their membership in the target is unknown to the attacker and never read.
-    With ``gamma = 1`` the score is a monotone function of the ratio, so AUC and TPR@FPR are
-    unaffected by which z are drawn.
+    ``offline_a`` None tunes ``a`` on shadows (:func:`tune_offline_a`). Population points come
+    from the signals' population block (rows no model trained on) when present, else from the
+    pool. The score is monotone in ratio_x, so any gamma gives the same ROC; gamma only moves
+    the fraction part, which is what a fixed decision threshold reads.
     """
-    p = signals.statistic(
-        "confidence_mean_q", lambda lg, y: sig.confidence(lg, y).mean(-1)
-    )  # [M, N]
-    ref_p = p[references]
-    if online:
-        p_x = ref_p.mean(0)
-    else:
-        out = ~signals.keep[references]
-        p_out = (ref_p * out).sum(0) / np.maximum(out.sum(0), 1)
-        p_out = np.where(out.sum(0) > 0, p_out, ref_p.mean())
-        p_x = 0.5 * ((1 + offline_a) * p_out + (1 - offline_a))
-    ratio = p[target] / np.maximum(p_x, 1e-30)
+    a = (
+        0.0
+        if online
+        else (
+            offline_a if offline_a is not None else tune_offline_a(signals, references, temperature)
+        )
+    )
+    ratio_x, ratio_z = _log_ratios(signals, target, references, online, a, temperature)
     rng = np.random.default_rng(seed)
-    z = rng.choice(signals.n_points, size=min(n_population, signals.n_points), replace=False)
-    ratio_z = np.sort(ratio[z])
-    return np.searchsorted(ratio_z, ratio / gamma, side="left") / len(ratio_z)
+    z = np.sort(rng.choice(ratio_z, size=min(n_population, len(ratio_z)), replace=False))
+    frac = np.searchsorted(z, ratio_x - np.log(gamma), side="left") / len(z)
+    # arctan keeps ~1e-16 relative resolution far beyond the range where a logistic saturates.
+    return frac + (0.5 + np.arctan(ratio_x) / np.pi) / (len(z) + 1)
 
 
-register(
-    Attack("rmia", rmia_score, "Zarifzadeh et al. 2024, offline (OUT references, a=0.3), gamma=1")
-)
+register(Attack("rmia", rmia_score,
+                "Zarifzadeh et al. 2024, offline (OUT references, a tuned on shadows), gamma=1"))  # fmt: skip
 register(Attack("rmia_online", lambda s, t, r, **kw: rmia_score(s, t, r, online=True, **kw),
                 "Zarifzadeh et al. 2024, online (all references), gamma=1"))  # fmt: skip

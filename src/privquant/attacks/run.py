@@ -13,8 +13,9 @@ from privquant.attacks.base import (
     get_attack,
     references_for,
     resolve_attack_names,
-    shadow_threshold,
+    shadow_thresholds,
 )
+from privquant.errors import ConfigError
 from privquant.metrics import evaluate_scores
 from privquant.metrics.evaluate import CI_METRICS
 from privquant.results import aggregate_targets
@@ -23,11 +24,12 @@ from privquant.signals import Signals
 
 def attack_scores(
     signals: Signals, name: str, target: int, **params: Any
-) -> tuple[np.ndarray, float]:
-    """Membership scores of every pool point against ``target`` and the shadow-chosen threshold."""
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Membership scores of every pool point against ``target`` and the shadow-chosen
+    thresholds (``decision``, and for shadow-calibrated attacks ``fpr@1%`` / ``fpr@0.1%``)."""
     attack = get_attack(name)
     scores = attack.score(signals, target, references_for(signals, target), **params)
-    return np.asarray(scores, dtype=np.float64), shadow_threshold(attack, signals, target, params)
+    return np.asarray(scores, dtype=np.float64), shadow_thresholds(attack, signals, target, params)
 
 
 def run_attacks(
@@ -46,6 +48,12 @@ def run_attacks(
     ``keep_scores`` also returns the raw scores (for ROC plots and histograms).
     """
     names = resolve_attack_names(attacks if isinstance(attacks, str) else list(attacks))
+    missing = [n for n in names if not get_attack(n).available(signals)]
+    if missing and attacks != "all":
+        needs = {n: list(get_attack(n).requires) for n in missing}
+        raise ConfigError(f"attacks: {needs} need measurements these signals do not carry "
+                          "(for label_only_noise: population.noise_queries > 0)")  # fmt: skip
+    names = [n for n in names if n not in missing]  # "all": whatever these signals support
     params = params or {}
     out: dict[str, Any] = {"targets": list(map(int, targets)), "attacks": {}}
     jobs = [(n, t) for n in names for t in targets]
@@ -54,9 +62,8 @@ def run_attacks(
         bar.set_postfix(attack=name, target=target)
         start = time.perf_counter()
         scores, thr = attack_scores(signals, name, int(target), **params.get(name, {}))
-        metrics = evaluate_scores(
-            scores, signals.keep[target], thr, n_bootstrap=n_bootstrap, seed=seed
-        )
+        metrics = evaluate_scores(scores, signals.keep[target], thr["decision"], n_bootstrap=n_bootstrap,
+                                  seed=seed, audit_thresholds=thr)  # fmt: skip
         metrics["seconds"] = time.perf_counter() - start
         entry = out["attacks"].setdefault(
             name, {"description": get_attack(name).description, "per_target": {}}

@@ -11,10 +11,11 @@ from privquant.metrics import best_threshold
 from privquant.signals import Signals
 
 # Each maps one model's logits [points, queries, classes] to a membership score (higher = member)
-# on the original query.
+# on the original query. Confidence ranks by phi = log(p_y / (1 - p_y)), a monotone function of
+# p_y that does not round to 1.0 on confident members.
 _STATISTICS = {
     "loss": lambda lg, y: -sig.loss(lg, y),
-    "confidence": lambda lg, y: sig.confidence(lg, y),
+    "confidence": lambda lg, y: sig.scaled_logit(lg, y),
     "entropy": lambda lg, y: -sig.entropy(lg),
     "modified_entropy": lambda lg, y: -sig.modified_entropy(lg, y),
 }

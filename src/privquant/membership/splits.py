@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,8 @@ class MembershipSplit:
     ``pool``: rows of the dataset's *train* part forming the population; ``keep[m, j]`` is True
     when model ``m`` trains on ``pool[j]``. ``reference``: train-part rows disjoint from the pool,
     held by the defender (never trained on by any audited model). ``test``: rows of the *test*
-    part, for accuracy only.
+    part, for accuracy only. ``population``: train-part rows disjoint from both, that no model
+    and no defense ever trains on (RMIA's population z).
     """
 
     pool: np.ndarray
@@ -27,12 +28,15 @@ class MembershipSplit:
     reference: np.ndarray
     test: np.ndarray
     seed: int
+    population: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def __post_init__(self) -> None:
         if self.keep.ndim != 2 or self.keep.shape[1] != len(self.pool):
             raise PrivquantError(f"keep must be [models, {len(self.pool)}], got {self.keep.shape}")
         if np.intersect1d(self.pool, self.reference).size:
             raise PrivquantError("reference set overlaps the population pool")
+        if np.intersect1d(self.population, np.r_[self.pool, self.reference]).size:
+            raise PrivquantError("population rows overlap the pool or the reference set")
 
     @property
     def n_models(self) -> int:
@@ -45,15 +49,15 @@ class MembershipSplit:
     def save(self, path: str | os.PathLike[str]) -> None:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, pool=self.pool, keep=self.keep, reference=self.reference, test=self.test,
-                     seed=np.int64(self.seed))  # fmt: skip
+                     seed=np.int64(self.seed), population=self.population)  # fmt: skip
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> MembershipSplit:
         try:
             with np.load(Path(path), allow_pickle=False) as z:
-                return cls(
-                    z["pool"], z["keep"].astype(bool), z["reference"], z["test"], int(z["seed"])
-                )
+                population = z["population"] if "population" in z.files else np.zeros(0, np.int64)
+                return cls(z["pool"], z["keep"].astype(bool), z["reference"], z["test"], int(z["seed"]),
+                           population)  # fmt: skip
         except (OSError, KeyError, ValueError) as e:
             raise PrivquantError(f"{path}: not a membership split file ({e})") from e
 
@@ -64,6 +68,7 @@ class MembershipSplit:
             "members_per_model": self.keep.sum(1).tolist(),
             "reference_size": len(self.reference),
             "test_size": len(self.test),
+            "population_size": len(self.population),
             "seed": self.seed,
         }
 
@@ -77,6 +82,7 @@ def make_split(
     test_size: int | None = None,
     seed: int = 0,
     balanced: bool = False,
+    population_size: int = 0,
 ) -> MembershipSplit:
     """Draw a pool, a keep matrix and disjoint reference/test sets, deterministically.
 
@@ -91,9 +97,10 @@ def make_split(
         raise ConfigError(f"n_models: must be >= 1, got {n_models}")
     if pool_size < 2:
         raise ConfigError(f"pool_size: must be >= 2, got {pool_size}")
-    if pool_size + reference_size > n_train:
+    if pool_size + reference_size + population_size > n_train:
         raise ConfigError(
-            f"pool_size + reference_size = {pool_size + reference_size} exceeds the {n_train} training rows"
+            f"pool_size + reference_size + population_size = {pool_size + reference_size + population_size} "
+            f"exceeds the {n_train} training rows"
         )
     test_size = n_test if test_size is None else test_size
     if test_size > n_test:
@@ -102,9 +109,13 @@ def make_split(
     perm = rng.permutation(n_train)
     pool = np.sort(perm[:pool_size])
     reference = np.sort(perm[pool_size : pool_size + reference_size])
+    # Drawn after the reference rows from the same permutation: adding population rows leaves
+    # the pool, keep matrix, reference and test rows of a seed unchanged.
+    start = pool_size + reference_size
+    population = np.sort(perm[start : start + population_size])
     test = np.sort(rng.permutation(n_test)[:test_size])
     if balanced and n_models > 1:
         keep = rng.random((n_models, pool_size)).argsort(axis=0) < n_models // 2
     else:
         keep = rng.random((n_models, pool_size)) < 0.5
-    return MembershipSplit(pool, keep, reference, test, seed)
+    return MembershipSplit(pool, keep, reference, test, seed, population)

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from privquant.metrics.decision import confusion_metrics
+from privquant.metrics.epsilon import epsilon_lower_bound
 
 FPR_LEVELS = (0.01, 0.001, 0.0001)
 CI_METRICS = (
@@ -53,12 +54,15 @@ def evaluate_scores(
     n_bootstrap: int = 200,
     confidence: float = 0.95,
     seed: int = 0,
+    audit_thresholds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Threshold-free (AUC, TPR at fixed FPR) and decision metrics at ``threshold``.
 
     ``threshold`` must come from shadow models, never from ``members``. Confidence intervals
     are percentile bootstraps that resample members and non-members separately (each resample
-    keeps the evaluation set's class balance).
+    keeps the evaluation set's class balance). ``audit_thresholds`` (also from shadows; the
+    decision threshold is always included) each give an empirical epsilon lower bound with
+    Clopper-Pearson confidence; ``epsilon_lower_bound`` is the largest.
     """
     scores = np.asarray(scores, dtype=np.float64)
     members = np.asarray(members, dtype=bool)
@@ -68,6 +72,16 @@ def evaluate_scores(
     result["n_members"] = int(members.sum())
     result["n_nonmembers"] = int((~members).sum())
     result["fpr_resolution"] = 1.0 / max(1, result["n_nonmembers"])
+    audits = {"decision": threshold, **(audit_thresholds or {})}
+    result["epsilon"] = {}
+    for name, t in audits.items():
+        pred = scores >= t
+        tp, fp = float((pred & members).sum()), float((pred & ~members).sum())
+        fn, tn = float(members.sum() - tp), float((~members).sum() - fp)
+        result["epsilon"][name] = {"threshold": float(t), "tpr": tp / max(1.0, tp + fn),
+                                   "fpr": fp / max(1.0, fp + tn),
+                                   **epsilon_lower_bound(tp, fp, fn, tn, confidence)}  # fmt: skip
+    result["epsilon_lower_bound"] = max(e["epsilon"] for e in result["epsilon"].values())
     if n_bootstrap > 0 and result["n_members"] and result["n_nonmembers"]:
         rng = np.random.default_rng(seed)
         pos, neg = np.nonzero(ss.members)[0], np.nonzero(~ss.members)[0]

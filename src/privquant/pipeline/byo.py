@@ -28,7 +28,14 @@ from privquant.population import (
     train_job_model,
 )
 from privquant.quant.export import model_size
-from privquant.results import AttackResult, AuditResults, Curves, ModelRecord, VariantResult
+from privquant.results import (
+    AttackResult,
+    AuditResults,
+    Curves,
+    ModelRecord,
+    TopPoint,
+    VariantResult,
+)
 from privquant.signals import Signals, query_logits, query_views
 from privquant.training import TrainConfig, evaluate
 
@@ -131,7 +138,8 @@ def audit_model(
             test_accuracy_std=0.0 if target.test_accuracy is not None else None,
             train_accuracy=target.train_accuracy, per_model=records,
             attacks={a: AttackResult(description=e["description"], per_target=e["per_target"], mean=e["mean"],
-                                     std=e["std"], curves={"0": Curves.from_scores(e["scores"]["0"], keep[0])})
+                                     std=e["std"], curves={"0": Curves.from_scores(e["scores"]["0"], keep[0])},
+                                     top_points={"0": TopPoint.top(e["scores"]["0"], keep[0], 16)})
                      for a, e in res["attacks"].items()},
         )  # fmt: skip
     results = AuditResults(

@@ -27,6 +27,9 @@ class DataConfig(_Strict):
         5_000, ge=0, description="defender-held rows, disjoint from the pool"
     )
     test_size: int | None = Field(None, description="test rows for accuracy (None: all)")
+    population_size: int = Field(
+        0, ge=0, description="rows no model or defense trains on, queried as RMIA's population z"
+    )
 
 
 class ModelConfig(_Strict):
@@ -48,7 +51,16 @@ class ModelConfig(_Strict):
 class PopulationConfig(_Strict):
     n_models: int = Field(9, ge=3, description="target + shadow models (any can be the target)")
     balanced: bool = Field(False, description="LiRA's exactly-half keep matrix (see make_split)")
-    queries: int = Field(2, ge=1, le=10, description="query views: original + augmentations")
+    queries: int = Field(
+        2, ge=1, le=18, description="query views: original, flip, shifts of both (LiRA; up to 18)"
+    )
+    query_shift: int = Field(1, ge=1, le=8, description="pixels per shift of the query views")
+    noise_queries: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="label-only boundary attack: noisy copies per point and model (0: off)",
+    )
 
 
 class AuditConfig(_Strict):
@@ -66,8 +78,14 @@ class AuditConfig(_Strict):
             "lira_online_fixed_var",
             "lira_offline_fixed_var",
             "rmia",
+            "rmia_online",
             "label_only_correctness",
-        ]  # fmt: skip
+        ],  # fmt: skip
+        description="attack names, or 'all' (every attack the signals support)",
+    )
+    attack_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per-attack keyword arguments, e.g. {rmia_online: {temperature: 2}}",
     )
     targets: list[int] = Field(default_factory=lambda: [0, 1, 2])
     naive: bool = Field(False, description="also attack each variant with full-precision shadows")
@@ -97,6 +115,19 @@ class AuditConfig(_Strict):
             raise ValueError(
                 f"targets: {bad} outside 0..{self.population.n_models - 1} (population.n_models)"
             )
+        if not self.targets:
+            raise ValueError("targets: give at least one model index to attack")
+        listed = self.attacks if self.attacks != "all" else []
+        if not listed and self.attacks != "all":
+            raise ValueError("attacks: give at least one attack name, or 'all'")
+        if "label_only_noise" in listed and self.population.noise_queries == 0:
+            raise ValueError("attacks: label_only_noise needs population.noise_queries > 0")
+        unknown = sorted(set(self.attack_params) - set(listed or self.attack_params))
+        if self.attacks != "all" and unknown:
+            raise ValueError(f"attack_params: {unknown} are not in attacks")
+        if self.population.balanced and self.population.n_models < 4:
+            raise ValueError("population.balanced: needs n_models >= 4 (with 3, LiRA's IN/OUT "
+                             "reference counts would reveal the target's membership)")  # fmt: skip
         return self
 
 

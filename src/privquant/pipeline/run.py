@@ -35,12 +35,21 @@ from privquant.population import (
     model_factory,
     train_population,
 )
-from privquant.results import AttackResult, AuditResults, Curves, ModelRecord, VariantResult
-from privquant.signals import Signals, View, query_logits, query_views
+from privquant.results import (
+    AttackResult,
+    AuditResults,
+    Curves,
+    Findings,
+    ModelRecord,
+    TopPoint,
+    VariantResult,
+)
+from privquant.signals import Signals, View, noise_robustness, query_logits, query_views
 from privquant.training import evaluate
 
 SIGNALS_CODE = (*MODEL_CODE_ROOTS, "privquant.signals")
 ATTACK_CODE = ("privquant.attacks", "privquant.metrics", "privquant.results")
+TOP_POINTS = 16  # most vulnerable points kept per attack and target
 
 
 def _read_if_key(path: Path, key: str) -> dict | None:
@@ -91,15 +100,19 @@ def _signals_for_variant(
     # Everything that determines these signals: an edited config never reuses stale ones.
     key = content_hash({"code": code_version(SIGNALS_CODE), "data": ds.checksum, "pool": split.pool,
                         "keep": split.keep, "reference": split.reference, "test": split.test,
-                        "model": config.model, "train": config.train, "steps": _steps_identity(variant),
-                        "queries": config.population.queries, "seed": config.seed})  # fmt: skip
+                        "population": split.population, "model": config.model, "train": config.train,
+                        "steps": _steps_identity(variant), "queries": config.population.queries,
+                        "query_shift": config.population.query_shift,
+                        "noise_queries": config.population.noise_queries, "seed": config.seed})  # fmt: skip
     meta = _read_if_key(meta_path, key)
     if meta is not None and sig_path.is_file():
         return Signals.load(sig_path), meta
     x_pool, y_pool = ds.x_train[split.pool], ds.y_train[split.pool]
     x_test, y_test = ds.x_test[split.test], ds.y_test[split.test]
+    x_popu, y_popu = ds.x_train[split.population], ds.y_train[split.population]
     model_fn = model_factory(config.model.name, ds.num_classes, config.model.options)
-    logits, per_model = [], []
+    n_noise = config.population.noise_queries
+    logits, population, robustness, per_model = [], [], [], []
     start = time.perf_counter()
     bar = tqdm(checkpoints, desc=f"variant {variant.name}", unit="model", disable=not progress)
     for m, checkpoint in enumerate(bar):
@@ -114,6 +127,10 @@ def _signals_for_variant(
             model = apply_outputs(variant.output_steps, model, ctx)
         out = query_logits(model, x_pool, views)
         logits.append(out)
+        if len(split.population):
+            population.append(query_logits(model, x_popu, views))
+        if n_noise:
+            robustness.append(noise_robustness(model, x_pool, y_pool, n_noise, seed=seed))
         member = split.keep[m]
         per_model.append({
             # Test accuracy is reported for targets only; scoring every shadow would double query time.
@@ -122,7 +139,9 @@ def _signals_for_variant(
             "size_bytes": int(size["total_bytes"]),
             "bits": bits_label(size),
         })  # fmt: skip
-    signals = Signals(np.stack(logits), y_pool, split.keep)
+    signals = Signals(np.stack(logits), y_pool, split.keep,
+                      np.stack(population) if population else None, y_popu if population else None,
+                      {"noise_robustness": np.stack(robustness)} if robustness else {})  # fmt: skip
     meta = {"key": key, "per_model": per_model, "seconds": time.perf_counter() - start}
     signals.save(sig_path)
     atomic_write_json(meta_path, meta)
@@ -138,9 +157,10 @@ def _attack_variant(
 ) -> dict[str, AttackResult]:
     """Attack results for one variant; with ``reference``, shadows are its (full-precision) rows."""
     key = content_hash({"code": code_version(ATTACK_CODE), "logits": signals.logits,
+                        "population": signals.population_logits, "extras": signals.extras,
                         "reference": None if reference is None else reference.logits, "keep": signals.keep,
-                        "attacks": config.attacks, "targets": config.targets, "bootstrap": config.bootstrap,
-                        "seed": config.seed})  # fmt: skip
+                        "attacks": config.attacks, "params": config.attack_params, "targets": config.targets,
+                        "bootstrap": config.bootstrap, "seed": config.seed})  # fmt: skip
     cached = _read_if_key(out_path, key)
     if cached is not None:
         return {a: AttackResult.model_validate(r) for a, r in cached["results"].items()}
@@ -148,28 +168,64 @@ def _attack_variant(
     for target in tqdm(
         config.targets, desc=f"attack {out_path.stem}", unit="target", disable=not progress
     ):
-        sig = signals
-        if reference is not None:  # naive attacker: target quantized, shadows full precision
-            logits = reference.logits.copy()
-            logits[target] = signals.logits[target]
-            sig = Signals(logits, signals.labels, signals.keep)
-        res = run_attacks(sig, [target], config.attacks, n_bootstrap=config.bootstrap, seed=config.seed,
-                          progress=False, keep_scores=True)  # fmt: skip
+        sig = signals if reference is None else _naive(signals, reference, target)
+        res = run_attacks(sig, [target], config.attacks, params=config.attack_params, n_bootstrap=config.bootstrap,
+                          seed=config.seed, progress=False, keep_scores=True)  # fmt: skip
         for name, entry in res["attacks"].items():
             slot = collected.setdefault(
-                name, {"description": entry["description"], "per_target": {}, "curves": {}}
+                name,
+                {"description": entry["description"], "per_target": {}, "curves": {}, "top": {}},
             )
+            scores, members = entry["scores"][str(target)], signals.keep[target]
             slot["per_target"][str(target)] = entry["per_target"][str(target)]
-            slot["curves"][str(target)] = Curves.from_scores(
-                entry["scores"][str(target)], signals.keep[target]
-            )
+            slot["curves"][str(target)] = Curves.from_scores(scores, members)
+            slot["top"][str(target)] = TopPoint.top(scores, members, TOP_POINTS)
     results = {
-        name: AttackResult.from_targets(s["description"], s["per_target"], s["curves"])
+        name: AttackResult.from_targets(s["description"], s["per_target"], s["curves"], s["top"])
         for name, s in collected.items()
     }
     atomic_write_json(out_path, {"key": key, "results": {a: r.model_dump(mode="json") for a, r in results.items()}},
                       sort_keys=False)  # fmt: skip
     return results
+
+
+def _naive(signals: Signals, reference: Signals, target: int) -> Signals:
+    """The naive attacker: the target under the variant, every shadow at full precision."""
+    logits = reference.logits.copy()
+    logits[target] = signals.logits[target]
+    population = None
+    if reference.population_logits is not None and signals.population_logits is not None:
+        population = reference.population_logits.copy()
+        population[target] = signals.population_logits[target]
+    extras = {}
+    for k in signals.extras.keys() & reference.extras.keys():
+        extras[k] = reference.extras[k].copy()
+        extras[k][target] = signals.extras[k][target]
+    return Signals(
+        logits, signals.labels, signals.keep, population, signals.population_labels, extras
+    )
+
+
+def _findings(
+    results: AuditResults, ds: Dataset, split: MembershipSplit, run_dir: Path
+) -> Findings | None:
+    """The most vulnerable points of the first target under the strongest attack on FP32."""
+    attack, fp = results.headline_attack(), results.variants.get("fp32")
+    target = str(results.config["targets"][0])
+    if fp is None or attack not in fp.attacks or target not in fp.attacks[attack].top_points:
+        return None
+    top = fp.attacks[attack].top_points[target]
+    rows = [int(split.pool[p.index]) for p in top]
+    image = None
+    if ds.kind == "image":
+        from privquant.report.plots import thumbnails_figure
+
+        image = "figures/vulnerable.png"
+        atomic_write_bytes(run_dir / image, thumbnails_figure(ds.x_train[rows], [ds.classes[ds.y_train[r]] for r in rows],
+                                                              [p.member for p in top], [p.score for p in top]))  # fmt: skip
+    return Findings(attack=attack, variant="fp32", target=int(target), image=image,
+                    points=[{"pool_index": p.index, "dataset_row": r, "label": int(ds.y_train[r]), "member": p.member,
+                             "score": p.score} for p, r in zip(top, rows, strict=True)])  # fmt: skip
 
 
 def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -> AuditResults:
@@ -186,7 +242,7 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
     ds = load_dataset(config.data.name)
     split = make_split(len(ds.y_train), len(ds.y_test), config.data.pool_size, config.population.n_models,
                        config.data.reference_size, config.data.test_size, seed=config.seed,
-                       balanced=config.population.balanced)  # fmt: skip
+                       balanced=config.population.balanced, population_size=config.data.population_size)  # fmt: skip
     split.save(run_dir / "split.npz")
     cache = ArtifactCache(config.cache_dir or run_dir / "cache")
 
@@ -194,7 +250,7 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
     populations = _train_populations(config, ds, split, cache, progress)
     timings["train_models"] = time.perf_counter() - start
 
-    views = query_views(ds.kind, config.population.queries)
+    views = query_views(ds.kind, config.population.queries, config.population.query_shift)
     variants: dict[str, VariantResult] = {}
     signals: dict[str, Signals] = {}
     start = time.perf_counter()
@@ -239,6 +295,7 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
         variants=variants,
     )
     results.fill_relative_changes()
+    results.findings = _findings(results, ds, split, run_dir)
     results.save(run_dir / "results.json")
     from privquant.report import render_report
 

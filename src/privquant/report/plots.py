@@ -80,3 +80,25 @@ def pareto_figure(results: AuditResults, attack: str) -> bytes:
     ax.legend(fontsize=7, markerscale=0.4, loc="best")
     ax.grid(alpha=0.3)
     return _png(fig)
+
+
+def thumbnails_figure(
+    images: np.ndarray, labels: list[str], members: list[bool], scores: list[float]
+) -> bytes:
+    """A grid of uint8 images [N, C, H, W], each titled with its class, truth and score."""
+    n = len(images)
+    cols = min(8, max(1, n))
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.35 * cols, 1.6 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, label, member, score in zip(
+        axes.ravel(), images, labels, members, scores, strict=False
+    ):
+        pic = np.transpose(img, (1, 2, 0))
+        ax.imshow(
+            pic[..., 0] if pic.shape[-1] == 1 else pic, cmap="gray" if pic.shape[-1] == 1 else None
+        )
+        ax.set_title(f"{label[:10]}\n{'member' if member else 'non-member'}\n{score:.3g}", fontsize=6,
+                     color="#b00" if member else "#555")  # fmt: skip
+    return _png(fig)

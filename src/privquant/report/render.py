@@ -13,10 +13,13 @@ from privquant.report import plots
 from privquant.results import AttackResult, AuditResults
 
 COLUMNS = [("auc", "AUC"), ("tpr@1%fpr", "TPR@1%"), ("tpr@0.1%fpr", "TPR@0.1%"), ("tpr@0.01%fpr", "TPR@0.01%"),
-           ("accuracy", "acc"), ("precision", "prec"), ("recall", "recall"), ("f1", "F1"), ("advantage", "adv")]  # fmt: skip
+           ("accuracy", "acc"), ("precision", "prec"), ("recall", "recall"), ("f1", "F1"), ("advantage", "adv"),
+           ("epsilon_lower_bound", "ε ≥")]  # fmt: skip
 
 
 def _fmt(entry: AttackResult, key: str, multi: bool) -> str:
+    if key not in entry.mean:  # results written before this metric existed
+        return "–"
     m = entry.mean[key]
     ci = next(iter(entry.per_target.values())).get("ci", {}).get(key)
     text = f"{m:.3f}"
@@ -60,6 +63,24 @@ def _setting(results: AuditResults) -> str:
             f"random halves of a pool of {split['pool_size']} points, targets {cfg['targets']}, seed {cfg['seed']}.")  # fmt: skip
 
 
+def findings_lines(results: AuditResults) -> list[str]:
+    f = results.findings
+    if f is None:
+        return []
+    lines = [f"## Most vulnerable points ({f.attack} on {f.variant}, target {f.target})", "",
+             "The points this attack is surest are members, highest score first. Empirical epsilon lower bounds "
+             "(column ε ≥) come from TPR/FPR at thresholds chosen on shadows, with 95% Clopper-Pearson limits.", ""]  # fmt: skip
+    if f.image:
+        lines += [f"![most vulnerable points]({f.image})", ""]
+    lines += [
+        "| rank | pool index | dataset row | label | member | score |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {i + 1} | {p['pool_index']} | {p['dataset_row']} | {p['label']} | {'yes' if p['member'] else 'no'} "
+              f"| {p['score']:.4g} |" for i, p in enumerate(f.points)]  # fmt: skip
+    return [*lines, ""]
+
+
 def render_markdown(results: AuditResults, figures: dict[str, str]) -> str:
     header, rows = metrics_rows(results)
     sha = results.dataset.get("sha256")
@@ -79,13 +100,16 @@ def render_markdown(results: AuditResults, figures: dict[str, str]) -> str:
     ]
     for title, fname in figures.items():
         lines += [f"## {title}", "", f"![{title}]({fname})", ""]
+    lines += findings_lines(results)
     t = results.timings_seconds
     parts = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in t.items() if k != "total")
     lines += [f"Wall time: {t.get('total', 0):.0f} s ({parts}). Machine: {results.machine}.", ""]
     return "\n".join(lines)
 
 
-def render_html(results: AuditResults, pngs: dict[str, bytes]) -> str:
+def render_html(
+    results: AuditResults, pngs: dict[str, bytes], vulnerable_png: bytes | None = None
+) -> str:
     name = html.escape(results.config["name"])
     header, rows = metrics_rows(results)
     table = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
@@ -97,6 +121,13 @@ def render_html(results: AuditResults, pngs: dict[str, bytes]) -> str:
         for t, b in pngs.items()
     )
     setting = html.escape(_setting(results)).replace("**", "")
+    findings = ""
+    f = results.findings
+    if f is not None:
+        findings = (f"<h2>Most vulnerable points ({html.escape(f.attack)} on {html.escape(f.variant)}, target "
+                    f"{f.target})</h2><p>Highest membership scores first (red: a true member).</p>")  # fmt: skip
+        if f.image and vulnerable_png is not None:
+            findings += f"<img alt='most vulnerable points' src='data:image/png;base64,{base64.b64encode(vulnerable_png).decode()}'>"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>privquant audit: {name}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}}table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:nth-child(1),td:nth-child(2),td:nth-child(6){{text-align:left}}
@@ -104,7 +135,7 @@ th{{background:#f3f3f3}}img{{max-width:100%;margin:0.5em 0}}</style></head><body
 <h1>privquant audit: {name}</h1>
 <p>{setting} Variants are applied to target and shadows (adaptive attacker); thresholds come
 from shadows only. Relative change is (FP32 − variant) / FP32.</p>
-{table}{figs}
+{table}{figs}{findings}
 <p>Wall time {results.timings_seconds.get("total", 0):.0f} s. privquant {html.escape(results.privquant_version)}.</p>
 </body></html>"""
 
@@ -131,5 +162,8 @@ def render_report(
         atomic_write_bytes(run_dir / fname, data)
         figures[title] = fname
     atomic_write_bytes(run_dir / "report.md", render_markdown(results, figures).encode())
-    atomic_write_bytes(run_dir / "report.html", render_html(results, pngs).encode())
+    f = results.findings
+    image = run_dir / f.image if f is not None and f.image else None
+    vulnerable = image.read_bytes() if image is not None and image.is_file() else None
+    atomic_write_bytes(run_dir / "report.html", render_html(results, pngs, vulnerable).encode())
     return run_dir / "report.html"

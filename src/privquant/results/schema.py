@@ -19,8 +19,6 @@ ROC_GRID = np.logspace(-5, 0, 121)  # FPR values at which curves are stored
 NOT_AVERAGED = ("threshold", "seconds")  # per-target facts, not metrics
 RELATIVE_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc",
                     "tpr@1%fpr", "tpr@0.1%fpr", "advantage")  # fmt: skip
-# Preferred headline attacks, strongest first among those usually run.
-HEADLINE_ORDER = ("lira_online_fixed_var", "lira_online", "rmia", "lira_offline_fixed_var")
 
 
 def aggregate_targets(
@@ -60,6 +58,29 @@ class Curves(_Strict):
                    hist_nonmembers=np.histogram(clipped[~members], edges)[0].tolist())  # fmt: skip
 
 
+class TopPoint(_Strict):
+    """A pool point with one of the highest membership scores (pool index, score, truth)."""
+
+    index: int
+    score: float
+    member: bool
+
+    @classmethod
+    def top(cls, scores: np.ndarray, members: np.ndarray, n: int) -> list[TopPoint]:
+        order = np.argsort(-scores, kind="stable")[:n]
+        return [cls(index=int(i), score=float(scores[i]), member=bool(members[i])) for i in order]
+
+
+class Findings(_Strict):
+    """Per-example findings: the points the strongest attack is surest about, for one target."""
+
+    attack: str
+    variant: str
+    target: int
+    points: list[dict[str, Any]]
+    image: str | None = Field(None, description="thumbnails, relative to the run folder")
+
+
 class AttackResult(_Strict):
     description: str
     per_target: dict[str, dict[str, Any]] = Field(
@@ -68,6 +89,9 @@ class AttackResult(_Strict):
     mean: dict[str, float]
     std: dict[str, float]
     curves: dict[str, Curves] = Field(default_factory=dict)
+    top_points: dict[str, list[TopPoint]] = Field(
+        default_factory=dict, description="per target, the highest-scoring pool points"
+    )
 
     @classmethod
     def from_targets(
@@ -75,10 +99,11 @@ class AttackResult(_Strict):
         description: str,
         per_target: dict[str, dict[str, Any]],
         curves: dict[str, Curves] | None = None,
+        top_points: dict[str, list[TopPoint]] | None = None,
     ) -> AttackResult:
         mean, std = aggregate_targets(per_target)
         return cls(description=description, per_target=per_target, mean=mean, std=std,
-                   curves=curves or {})  # fmt: skip
+                   curves=curves or {}, top_points=top_points or {})  # fmt: skip
 
 
 class ModelRecord(_Strict):
@@ -115,14 +140,17 @@ class AuditResults(_Strict):
     machine: dict[str, Any]
     timings_seconds: dict[str, float]
     variants: dict[str, VariantResult]
+    findings: Findings | None = None
 
     @property
     def attack_names(self) -> list[str]:
         return list(next(iter(self.variants.values())).attacks)
 
     def headline_attack(self) -> str:
-        names = self.attack_names
-        return next((a for a in HEADLINE_ORDER if a in names), names[0])
+        """The strongest attack on the full-precision model: highest TPR at 1% FPR, then AUC."""
+        reference = self.variants.get("fp32") or next(iter(self.variants.values()))
+        return max(reference.attacks, key=lambda a: (reference.attacks[a].mean["tpr@1%fpr"],
+                                                     reference.attacks[a].mean["auc"]))  # fmt: skip
 
     def fill_relative_changes(self, reference: str = "fp32") -> None:
         """(reference - variant) / reference for test accuracy and every attack metric."""

@@ -18,7 +18,8 @@ from privquant.errors import PrivquantError
 
 SIGNALS_HOW = (
     "an .npz with logits float32 [models, points, queries, classes], labels int64 [points], "
-    "keep bool [models, points]"
+    "keep bool [models, points]; optionally population_logits [models, P, queries, classes] and "
+    "population_labels [P] (rows no model trained on), and extra_<name> [models, points] arrays"
 )
 
 
@@ -26,11 +27,19 @@ SIGNALS_HOW = (
 class Signals:
     """``logits[m, i, q]``: model ``m``'s logits on point ``i`` under query view ``q`` (view 0 is
     the original input); ``labels[i]``: the point's true class; ``keep[m, i]``: True when point
-    ``i`` was in model ``m``'s training set."""
+    ``i`` was in model ``m``'s training set.
+
+    Optional: ``population_logits``/``population_labels``, every model's outputs on rows that
+    no model trained on (RMIA's population z); ``extras``, per-model, per-point measurements
+    that needed the model itself (e.g. ``noise_robustness`` for the label-only boundary attack).
+    """
 
     logits: np.ndarray
     labels: np.ndarray
     keep: np.ndarray
+    population_logits: np.ndarray | None = None
+    population_labels: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
     _stats: dict[str, np.ndarray] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -46,15 +55,27 @@ class Signals:
             self._stats[name] = fn(self.logits, self.labels)
         return self._stats[name]
 
+    def population_statistic(
+        self, name: str, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    ) -> np.ndarray | None:
+        """Like :meth:`statistic` on the population block; None when the signals carry none."""
+        if self.population_logits is None:
+            return None
+        key = f"population:{name}"
+        if key not in self._stats:
+            self._stats[key] = fn(self.population_logits, self.population_labels)
+        return self._stats[key]
+
     def __post_init__(self) -> None:
         self.logits = np.asarray(self.logits, dtype=np.float32)
         self.labels = np.asarray(self.labels, dtype=np.int64)
         self.keep = np.asarray(self.keep, dtype=bool)
-        if self.logits.ndim == 3:  # no query views given: one query
+        if self.logits.ndim == 3:  # [models, points, classes]: one query
             self.logits = self.logits[:, :, None, :]
         if self.logits.ndim != 4:
             raise PrivquantError(
-                f"signals.logits: expected [models, points, queries, classes], got {self.logits.shape}"
+                f"signals.logits: expected [models, points, queries, classes] (or [models, points, "
+                f"classes] for one query), got shape {self.logits.shape}"
             )
         m, n, _, c = self.logits.shape
         if self.labels.shape != (n,):
@@ -63,8 +84,26 @@ class Signals:
             raise PrivquantError(f"signals.keep: expected [{m}, {n}], got {self.keep.shape}")
         if n and (self.labels.min() < 0 or self.labels.max() >= c):
             raise PrivquantError(f"signals.labels: values must lie in 0..{c - 1}")
-        if not np.isfinite(self.logits).all():
-            raise PrivquantError("signals.logits: contains NaN or infinity")
+        _check_logits("signals.logits", self.logits)
+        if (self.population_logits is None) != (self.population_labels is None):
+            raise PrivquantError("signals: population_logits and population_labels come together")
+        if self.population_logits is not None:
+            self.population_logits = np.asarray(self.population_logits, dtype=np.float32)
+            self.population_labels = np.asarray(self.population_labels, dtype=np.int64)
+            pl = self.population_logits
+            if pl.ndim != 4 or (pl.shape[0], pl.shape[2], pl.shape[3]) != (m, self.n_queries, c):
+                raise PrivquantError(f"signals.population_logits: expected [{m}, P, {self.n_queries}, {c}], "
+                                     f"got {pl.shape}")  # fmt: skip
+            if self.population_labels.shape != (pl.shape[1],):
+                raise PrivquantError(f"signals.population_labels: expected [{pl.shape[1]}], "
+                                     f"got {self.population_labels.shape}")  # fmt: skip
+            _check_logits("signals.population_logits", pl)
+        for name, arr in self.extras.items():
+            arr = self.extras[name] = np.asarray(arr, dtype=np.float32)
+            if arr.shape[:2] != (m, n):
+                raise PrivquantError(
+                    f"signals.extra_{name}: expected [{m}, {n}, ...], got {arr.shape}"
+                )
 
     @property
     def n_models(self) -> int:
@@ -83,8 +122,13 @@ class Signals:
         return self.logits.shape[3]
 
     def save(self, path: str | os.PathLike[str]) -> None:
+        arrays = {"logits": self.logits, "labels": self.labels, "keep": self.keep}
+        if self.population_logits is not None:
+            arrays["population_logits"] = self.population_logits
+            arrays["population_labels"] = self.population_labels
+        arrays.update({f"extra_{k}": v for k, v in self.extras.items()})
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, logits=self.logits, labels=self.labels, keep=self.keep)
+            np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Signals:
@@ -98,10 +142,26 @@ class Signals:
                     raise PrivquantError(
                         f"{path}: missing arrays {sorted(missing)}; expected {SIGNALS_HOW}"
                     )
-                return cls(z["logits"], z["labels"], z["keep"])
+                pop = "population_logits" in z.files
+                return cls(z["logits"], z["labels"], z["keep"],
+                           z["population_logits"] if pop else None,
+                           z["population_labels"] if "population_labels" in z.files else None,
+                           {f.removeprefix("extra_"): z[f] for f in z.files if f.startswith("extra_")})  # fmt: skip
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise PrivquantError(
                 f"{path}: not a readable .npz ({e}); expected {SIGNALS_HOW}"
             ) from e
         except PrivquantError as e:
             raise PrivquantError(f"{path}: {e}") from e
+
+
+def _check_logits(where: str, logits: np.ndarray) -> None:
+    if not np.isfinite(logits).all():
+        raise PrivquantError(f"{where}: contains NaN or infinity")
+    # Probabilities passed as logits would be silently re-softmaxed into near-uniform outputs
+    # and under-state leakage; a probability row is non-negative and sums to 1.
+    if logits.size and logits.min() >= 0 and np.allclose(logits.sum(-1), 1.0, atol=1e-4):
+        raise PrivquantError(
+            f"{where}: every row is a probability vector (non-negative, sums to 1); pass logits, "
+            "or log-probabilities (np.log(p), clipped away from 0) if only probabilities exist"
+        )

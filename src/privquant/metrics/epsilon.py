@@ -1,0 +1,41 @@
+"""Empirical privacy: a lower bound on epsilon from an attack's TPR and FPR (auditing style).
+
+Any (epsilon, 0)-DP training satisfies TPR <= e^eps FPR and 1 - FPR <= e^eps (1 - TPR) for every
+membership test. Clopper-Pearson intervals on TPR and FPR (both at once: each at level
+alpha/2) turn a measured pair into a bound that holds with the stated confidence, as in the
+DP-SGD auditing literature (Jagielski et al. 2020; Nasr et al. 2021).
+"""
+
+from __future__ import annotations
+
+import math
+
+from scipy.stats import beta
+
+
+def clopper_pearson(successes: float, trials: float, alpha: float) -> tuple[float, float]:
+    """Exact two-sided (1 - alpha) interval for a binomial proportion."""
+    if trials <= 0:
+        return 0.0, 1.0
+    k = successes
+    lo = float(beta.ppf(alpha / 2, k, trials - k + 1)) if k > 0 else 0.0
+    hi = float(beta.ppf(1 - alpha / 2, k + 1, trials - k)) if k < trials else 1.0
+    return lo, hi
+
+
+def epsilon_lower_bound(
+    tp: float, fp: float, fn: float, tn: float, confidence: float = 0.95
+) -> dict[str, float]:
+    """The epsilon a (epsilon, 0)-DP model must at least have, given these decisions.
+
+    Returns the bound and the confidence limits it used (TPR low, FPR high).
+    """
+    alpha = (1 - confidence) / 2  # two rates bounded at once
+    tpr_lo, _ = clopper_pearson(tp, tp + fn, 2 * alpha)
+    _, fpr_hi = clopper_pearson(fp, fp + tn, 2 * alpha)
+    bounds = [0.0]
+    if tpr_lo > 0 and fpr_hi > 0:
+        bounds.append(math.log(tpr_lo / fpr_hi))
+    if fpr_hi < 1 and tpr_lo < 1:
+        bounds.append(math.log((1 - fpr_hi) / (1 - tpr_lo)))
+    return {"epsilon": max(bounds), "tpr_low": tpr_lo, "fpr_high": fpr_hi}
