@@ -108,17 +108,20 @@ def test_eight_bit_ptq_keeps_accuracy(digits_resnet) -> None:
 
 
 def test_qat_recovers_low_bit_accuracy_on_fashion_mnist() -> None:
+    """At 2 bits on every layer with min-max scales PTQ loses a lot (measured 84.6% -> 71.1%);
+    QAT must win it back (measured 83.0%). A no-op QAT fails; at 4 bits it would not (PTQ alone
+    is as good as FP32 there)."""
     ds = require_dataset("fashion-mnist")
     x, y = ds.x_train[:8000], ds.y_train[:8000]
     model, _ = train_new_model("small_cnn", x, y, 10, TrainConfig(epochs=4), progress=False)
     fp = evaluate(model, ds.x_test[:4000], ds.y_test[:4000])["accuracy"]
-    cfg = QuantConfig(weight_bits=4, first_last_bits=None)
+    cfg = QuantConfig(weight_bits=2, first_last_bits=None, calibration="minmax")
     ptq = evaluate(quantize(model, cfg), ds.x_test[:4000], ds.y_test[:4000])["accuracy"]
     qat, _ = quantization_aware_training(
         model, cfg, x, y, TrainConfig(epochs=2, lr=0.01), progress=False
     )
     acc = evaluate(qat, ds.x_test[:4000], ds.y_test[:4000])["accuracy"]
-    assert acc >= fp - 0.02, (fp, ptq, acc)
+    assert acc > ptq + 0.05 and acc >= fp - 0.03, (fp, ptq, acc)
     q8 = quantize(model, QuantConfig(weight_bits=8, act_bits=8), calibration_batches(x, 4))
     assert evaluate(q8, ds.x_test[:4000], ds.y_test[:4000])["accuracy"] >= fp - 0.005
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from privquant.artifacts import (
     ArtifactCache,
@@ -63,18 +64,48 @@ def test_mlp_on_tabular_features() -> None:
 
 
 def test_augmentations_are_correct_transforms() -> None:
-    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
+    """Each image is flipped or not (both happen, about half each), and each crop is one of the
+    9 one-pixel shifts (several different ones happen): a do-nothing flip or crop fails."""
+    x = torch.rand(200, 1, 5, 5)
     gen = torch.Generator().manual_seed(0)
     flipped = random_flip(x, gen)
-    for i in range(2):
-        assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(2))
+    was_flipped = [bool(torch.equal(flipped[i], x[i].flip(2))) for i in range(200)]
+    for i in range(200):
+        assert was_flipped[i] or torch.equal(flipped[i], x[i])
+    assert 70 < sum(was_flipped) < 130
     cropped = random_crop(x, 1, gen)
     assert cropped.shape == x.shape
-    for i in range(2):  # every crop equals one of the 9 possible shifts
-        assert any(
-            torch.equal(cropped[i], shift(x, dy, dx)[i]) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-        )
-    assert torch.equal(shift(x, 0, 1)[:, :, :, :3], x[:, :, :, 1:])
+    offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    used = set()
+    for i in range(200):  # every crop equals exactly one of the 9 possible shifts
+        match = [o for o in offsets if torch.equal(cropped[i], shift(x, *o)[i])]
+        assert len(match) == 1
+        used.add(match[0])
+    assert len(used) == 9
+    # shift(dy, dx) moves content up/left by (dy, dx) with zero fill.
+    assert torch.equal(shift(x, 0, 1)[:, :, :, :4], x[:, :, :, 1:])
+    assert (
+        torch.equal(shift(x, 1, 0)[:, :, :4], x[:, :, 1:])
+        and shift(x, 1, 0)[:, :, 4].abs().sum() == 0
+    )
+
+
+def test_query_views_are_the_transforms_they_claim() -> None:
+    from privquant.signals import query_views
+
+    x = np.random.default_rng(0).integers(0, 256, (3, 1, 6, 6), dtype=np.uint8)
+    views = query_views("image", 18, shift_size=2)
+    assert (
+        len(views) == 17 and query_views("tabular", 18) == [] and len(query_views("image", 2)) == 1
+    )
+    out = predict_logits(nn.Flatten(), x, views=views)  # the "logits" are the viewed pixels
+    xb = torch.from_numpy(x).float() / 255
+    expected = [xb, xb.flip(3)]
+    for dy, dx in ((1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+        expected += [shift(xb, 2 * dy, 2 * dx), shift(xb.flip(3), 2 * dy, 2 * dx)]
+    for q, e in enumerate(expected):
+        np.testing.assert_array_equal(out[:, q], e.flatten(1).numpy())
+    assert len({out[:, q].tobytes() for q in range(18)}) == 18
 
 
 def test_predict_logits_with_views(digits) -> None:

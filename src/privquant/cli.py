@@ -225,6 +225,11 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 def _cmd_defend(args: argparse.Namespace) -> int:
     import yaml
 
+    from privquant.defenses.recipes import default_recipe
+
+    if args.steps is None:
+        bits = float(args.bits) if args.bits == "1.58" else int(args.bits)
+        return _deploy_checkpoint(args, _variant("defended", default_recipe(bits)))
     text = Path(args.steps).read_text() if Path(args.steps).is_file() else args.steps
     try:
         steps = yaml.safe_load(text)
@@ -480,9 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     df.add_argument("checkpoint", help="folder with model.safetensors + meta.json")
     df.add_argument(
+        "--bits",
+        default="4",
+        choices=["1.58", "2", "3", "4", "5", "6", "7", "8"],
+        help="weight bits of the default recipe (split distillation + QAT on the student's outputs)",
+    )
+    df.add_argument(
         "--steps",
-        required=True,
-        help="YAML list of steps, or a file holding one, e.g. "
+        default=None,
+        help="instead of the default recipe: a YAML list of steps, or a file holding one, e.g. "
         "'[{method: qat, quant: {weight_bits: 4}}, {method: output_coarsening, levels: 10}]'; "
         f"methods: {', '.join(defense_names())}",
     )

@@ -5,7 +5,12 @@ output); :func:`apply_defense` applies them. Register a new method with
 :func:`register_defense` and it is usable from YAML, the CLI and ``audit_model``.
 """
 
-from privquant.defenses import output, quantization, training  # noqa: F401 (register methods)
+from privquant.defenses import (  # noqa: F401 (register methods)
+    distillation,
+    output,
+    quantization,
+    training,
+)
 from privquant.defenses.apply import apply_defense, apply_outputs, apply_transforms, train_model
 from privquant.defenses.base import (
     DEFENSES,
@@ -18,6 +23,7 @@ from privquant.defenses.base import (
     get_defense,
     register_defense,
 )
+from privquant.defenses.distillation import ReferenceDistill, SplitDistill
 from privquant.defenses.output import CoarsePosterior, OutputCoarsening
 from privquant.defenses.quantization import PTQ, QAT, AdaRound
 from privquant.defenses.training import LabelSmoothing
@@ -34,7 +40,9 @@ __all__ = [
     "DefenseContext",
     "LabelSmoothing",
     "OutputCoarsening",
+    "ReferenceDistill",
     "RegisteredDefense",
+    "SplitDistill",
     "Stage",
     "VariantConfig",
     "apply_defense",

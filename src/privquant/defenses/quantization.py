@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from pydantic import Field
 from torch import nn
 
@@ -17,6 +18,7 @@ from privquant.quant import (
     quantization_aware_training,
     quantize,
 )
+from privquant.training import SoftTargetCrossEntropy, predict_logits
 
 
 class PTQ(DefenseConfig):
@@ -42,6 +44,11 @@ class QAT(DefenseConfig):
     lr: float = Field(
         0.001, gt=0, description="learning rate (BatchNorm-folded nets diverge at 0.01)"
     )
+    targets: Literal["labels", "self"] = Field(
+        "labels",
+        description="labels: the members' true labels; self: the full-precision model's own soft "
+        "outputs (after a distillation defense, no hard member label re-enters)",
+    )
 
 
 @register_defense(PTQ, "transform")
@@ -63,7 +70,11 @@ def _qat(config: QAT, model: nn.Module, ctx: DefenseContext) -> nn.Module:
     train = ctx.train.model_copy(
         update={"epochs": config.epochs, "lr": config.lr, "seed": ctx.seed}
     )
+    objective = None
+    if config.targets == "self":
+        soft = torch.from_numpy(predict_logits(model, ctx.x)).softmax(-1)
+        objective = SoftTargetCrossEntropy(soft)
     qmodel, _ = quantization_aware_training(
-        model, config.quant, ctx.x, ctx.y, train, calib, progress=False
+        model, config.quant, ctx.x, ctx.y, train, calib, objective=objective, progress=False
     )
     return qmodel

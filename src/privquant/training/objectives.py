@@ -40,3 +40,25 @@ class CrossEntropy(Objective):
         indices: torch.Tensor,
     ) -> torch.Tensor:
         return F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+
+
+class SoftTargetCrossEntropy(Objective):
+    """Cross-entropy against a given probability vector per training row (distillation).
+
+    ``targets`` is [rows, classes] in the order of the training arrays; the trainer passes each
+    batch's row ``indices``, so augmentation and shuffling need no special handling.
+    """
+
+    def __init__(self, targets: torch.Tensor) -> None:
+        self.targets = targets.float()
+
+    def __call__(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        model: nn.Module,
+        indices: torch.Tensor,
+    ) -> torch.Tensor:
+        soft = self.targets.to(logits.device)[indices]
+        return -(soft * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()

@@ -1,0 +1,145 @@
+"""Distillation defenses: the deployed model learns labels that no model saw for that point.
+
+- ``split_distill`` (SELENA-style, sized for a CPU): K sub-teachers, each trained on the
+  members minus the share assigned to it; every member is labelled only by the teachers that
+  did not train on it; optionally the defender's reference rows, labelled by all teachers, join
+  the student's data. A fresh student (never teacher-initialized: the weights carry the
+  memorization) trains on those soft labels.
+- ``reference_distill`` (DMP-style, cheaper): one teacher trained on the members labels the
+  defender's reference rows; a fresh student trains on those rows only.
+
+Followed by ``qat`` with ``targets: self``, the quantized model learns the student's own soft
+outputs, so no hard member label re-enters at the quantization step either.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from privquant.defenses.base import DefenseConfig, DefenseContext, register_defense
+from privquant.errors import ConfigError
+from privquant.training import SoftTargetCrossEntropy, TrainConfig, predict_logits
+
+TEACHER_SEED_OFFSET = 1_000_003  # teachers' seeds differ from every population model's
+
+
+class SplitDistill(DefenseConfig):
+    """Split self-distillation: each member labelled only by sub-teachers that never saw it."""
+
+    method: Literal["split_distill"] = "split_distill"
+    teachers: int = Field(4, ge=2, le=16, description="sub-teachers K")
+    exclusions: int = Field(
+        1, ge=1, description="teachers each member is withheld from (and labelled by); < K"
+    )
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of the teachers' labels")
+    hard_label_weight: float = Field(
+        0.0, ge=0, le=1, description="mix of the one-hot true label into the targets (0: soft only)"
+    )
+    reference_rows: int = Field(
+        0, ge=0, description="defender reference rows labelled by all teachers and added (0: none)"
+    )
+
+
+class ReferenceDistill(DefenseConfig):
+    """DMP-style: a teacher trained on the members labels reference rows; the student learns those."""
+
+    method: Literal["reference_distill"] = "reference_distill"
+    temperature: float = Field(1.0, gt=0)
+    reference_rows: int | None = Field(None, ge=1, description="rows to use (None: all)")
+
+
+def assign_exclusions(
+    n: int, teachers: int, exclusions: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``excluded[k, i]``: member i is withheld from teacher k; every member from exactly
+    ``exclusions`` teachers, every teacher missing about the same share."""
+    if not 1 <= exclusions < teachers:
+        raise ConfigError(
+            f"exclusions: must be in 1..{teachers - 1} (teachers - 1), got {exclusions}"
+        )
+    excluded = np.zeros((teachers, n), dtype=bool)
+    # Round-robin over a random order keeps the teachers' shares equal to within one point.
+    order = rng.permutation(n)
+    for j in range(exclusions):
+        excluded[(np.arange(n) + j) % teachers, order] = True
+    return excluded
+
+
+def soft_labels(logits: np.ndarray, temperature: float) -> np.ndarray:
+    z = torch.from_numpy(logits).double() / temperature
+    return z.softmax(-1).numpy()
+
+
+def _teacher_recipe(ctx: DefenseContext, k: int) -> TrainConfig:
+    return ctx.train.model_copy(update={"seed": ctx.train.seed + TEACHER_SEED_OFFSET * (k + 1)})
+
+
+def split_teacher_targets(
+    config: SplitDistill, ctx: DefenseContext
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train the sub-teachers and build the student's data.
+
+    Returns (x, targets [rows, classes], excluded [K, members]): the members first, then any
+    reference rows. Member i's target averages only teachers k with ``excluded[k, i]``.
+    """
+    n, c = len(ctx.x), ctx.num_classes
+    rng = np.random.default_rng(ctx.train.seed + TEACHER_SEED_OFFSET)
+    excluded = assign_exclusions(n, config.teachers, config.exclusions, rng)
+    x_ref = _reference_rows(ctx, config.reference_rows) if config.reference_rows else None
+    member_targets = np.zeros((n, c))
+    ref_targets = None if x_ref is None else np.zeros((len(x_ref), c))
+    for k in range(config.teachers):
+        train_rows = ~excluded[k]
+        teacher = ctx.train_fresh(ctx.x[train_rows], ctx.y[train_rows], _teacher_recipe(ctx, k))
+        held_out = np.nonzero(excluded[k])[0]
+        member_targets[held_out] += soft_labels(
+            predict_logits(teacher, ctx.x[held_out]), config.temperature
+        )
+        if ref_targets is not None:
+            ref_targets += soft_labels(predict_logits(teacher, x_ref), config.temperature)
+    member_targets /= config.exclusions
+    onehot = np.eye(c)[ctx.y]
+    member_targets = (
+        1 - config.hard_label_weight
+    ) * member_targets + config.hard_label_weight * onehot
+    if ref_targets is None:
+        return ctx.x, member_targets, excluded
+    return (
+        np.concatenate([ctx.x, x_ref]),
+        np.concatenate([member_targets, ref_targets / config.teachers]),
+        excluded,
+    )
+
+
+def _reference_rows(ctx: DefenseContext, n: int | None) -> np.ndarray:
+    if ctx.x_reference is None or len(ctx.x_reference) == 0:
+        raise ConfigError("this defense needs defender reference rows (data.reference_size > 0)")
+    if n is not None and n > len(ctx.x_reference):
+        raise ConfigError(f"reference_rows: {n} asked, {len(ctx.x_reference)} reference rows exist")
+    return ctx.x_reference[:n]
+
+
+def train_student(ctx: DefenseContext, x: np.ndarray, targets: np.ndarray) -> nn.Module:
+    """A fresh model (new initialization, normalization fitted on ``x``) trained on soft targets."""
+    objective = SoftTargetCrossEntropy(torch.from_numpy(targets))
+    hard = targets.argmax(-1)  # only for the trainer's running accuracy
+    return ctx.train_fresh(x, hard, ctx.train, objective=objective)
+
+
+@register_defense(SplitDistill, "train")
+def _split_distill(config: SplitDistill, ctx: DefenseContext) -> nn.Module:
+    x, targets, _ = split_teacher_targets(config, ctx)
+    return train_student(ctx, x, targets)
+
+
+@register_defense(ReferenceDistill, "train")
+def _reference_distill(config: ReferenceDistill, ctx: DefenseContext) -> nn.Module:
+    x_ref = _reference_rows(ctx, config.reference_rows)
+    teacher = ctx.train_fresh(ctx.x, ctx.y, _teacher_recipe(ctx, 0))
+    targets = soft_labels(predict_logits(teacher, x_ref), config.temperature)
+    return train_student(ctx, x_ref, targets)

@@ -1,0 +1,79 @@
+"""What the README and the shipped configs promise, executed on small data."""
+
+from __future__ import annotations
+
+import re
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import require_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+@pytest.fixture
+def readme_namespace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The names the README's snippets assume: a user's trained model and data (digits)."""
+    from privquant.data import load_dataset
+    from privquant.models import build_model
+    from privquant.training import TrainConfig, train_new_model
+
+    monkeypatch.chdir(tmp_path)  # snippets write runs/...
+    ds = load_dataset("digits")
+    xm, ym, xn, yn = ds.x_train[:200], ds.y_train[:200], ds.x_train[200:400], ds.y_train[200:400]
+    model, _ = train_new_model(
+        "mlp", xm, ym, 10, TrainConfig(epochs=5, batch_size=32), progress=False, hidden=(64,)
+    )
+    return {"my_model": model, "MyNet": lambda: build_model("mlp", [1, 8, 8], 10, hidden=(64,)), "model": model,
+            "x_members": xm, "y_members": ym, "x_nonmembers": xn, "y_nonmembers": yn, "x_train": xm,
+            "x_test": ds.x_test, "y_test": ds.y_test}  # fmt: skip
+
+
+def test_readme_has_the_snippets_this_test_runs() -> None:
+    blocks = readme_python_blocks()
+    assert len(blocks) == 3
+    assert (
+        "audit_model(" in blocks[0] and "register_defense" in blocks[1] and "quantize(" in blocks[2]
+    )
+
+
+def test_readme_snippets_run(readme_namespace: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    from privquant.defenses import DEFENSES
+
+    try:
+        for block in readme_python_blocks():
+            # The snippets' own sizes (20 epochs, 8 shadows) are kept: they are what users run.
+            exec(compile(block, "README.md", "exec"), readme_namespace)  # noqa: S102
+    finally:
+        DEFENSES.pop("weight_noise", None)
+    out = capsys.readouterr().out.split()
+    tpr, size, bits = float(out[0]), int(out[1]), float(out[2])
+    assert 0 <= tpr <= 1 and size > 0 and 4 <= bits <= 8
+    assert (Path("runs/q4") / "manifest.json").is_file()
+
+
+def test_the_shipped_demo_config_runs_on_small_data(tmp_path: Path) -> None:
+    """demo.yaml as shipped (every variant and attack), with the data and epochs shrunk."""
+    from privquant.pipeline import load_config, run_audit
+
+    require_dataset("fashion-mnist")
+    raw = yaml.safe_load((files("privquant.pipeline") / "demo.yaml").read_text())
+    raw["data"].update(pool_size=400, reference_size=100, population_size=100, test_size=500)
+    raw["train"]["epochs"] = 10
+    raw["population"]["n_models"] = 4
+    raw["bootstrap"] = 10
+    config = load_config(raw)
+    res = run_audit(config, tmp_path / "run", progress=False)
+    assert list(res.variants) == [v["name"] for v in raw["variants"]]
+    assert set(res.variants["fp32"].attacks) == set(raw["attacks"])
+    for v in res.variants.values():
+        assert np.isfinite(v.test_accuracy) and v.test_accuracy > 0.3
+    assert (tmp_path / "run" / "report.html").is_file()

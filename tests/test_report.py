@@ -1,0 +1,94 @@
+"""The report rendered from a hand-written results object: every row, the relative changes, the
+labelled naive rows, escaping, and nothing loaded from outside the file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from privquant.report import render_report
+from privquant.results import AttackResult, AuditResults, Curves, VariantResult
+
+GRID = [1e-3, 1e-2, 1e-1, 1.0]
+
+
+def _attack(auc: float, tpr: float, acc: float, recall: float, f1: float) -> AttackResult:
+    metrics = {"auc": auc, "tpr@1%fpr": tpr, "tpr@0.1%fpr": tpr / 2, "tpr@0.01%fpr": 0.0, "accuracy": acc,
+               "balanced_accuracy": acc, "precision": 0.5, "recall": recall, "f1": f1, "advantage": 0.1,
+               "epsilon_lower_bound": 0.7}  # fmt: skip
+    curves = Curves(roc_fpr=GRID, roc_tpr=[tpr / 2, tpr, 0.5, 1.0], hist_edges=[0.0, 0.5, 1.0],
+                    hist_members=[3, 7], hist_nonmembers=[7, 3])  # fmt: skip
+    return AttackResult.from_targets("an <attack> & more", {"0": dict(metrics)}, {"0": curves})
+
+
+def _variant(
+    steps: list, bits: float, size: int, acc: float, attacks: dict, naive: dict | None = None
+) -> VariantResult:
+    return VariantResult(steps=steps, description=steps[0]["method"] if steps else "none", bits=bits, size_bytes=size,
+                         test_accuracy=acc, test_accuracy_std=0.0, train_accuracy=acc + 0.1, attacks=attacks,
+                         attacks_naive_fp32_shadows=naive)  # fmt: skip
+
+
+@pytest.fixture
+def results() -> AuditResults:
+    fp = {
+        "loss": _attack(0.60, 0.04, 0.58, 0.60, 0.50),
+        "rmia_online": _attack(0.70, 0.10, 0.62, 0.80, 0.60),
+    }
+    q4 = {
+        "loss": _attack(0.55, 0.02, 0.55, 0.45, 0.40),
+        "rmia_online": _attack(0.65, 0.05, 0.60, 0.40, 0.30),
+    }
+    naive = {
+        "loss": _attack(0.52, 0.01, 0.51, 0.30, 0.25),
+        "rmia_online": _attack(0.60, 0.03, 0.55, 0.20, 0.15),
+    }
+    res = AuditResults(
+        privquant_version="0.1.0", config={"name": "<script>alert(1)</script>", "targets": [0], "seed": 3,
+                                           "model": {"name": "small_cnn"}},
+        dataset={"name": "digits & co", "sha256": "ab" * 32}, split={"n_models": 4, "pool_size": 600},
+        machine={"cpu": "test"}, timings_seconds={"total": 12.0, "train_models": 5.0},
+        variants={"fp32": _variant([], 32, 4000, 0.9, fp),
+                  "q4": _variant([{"method": "qat", "quant": {"weight_bits": 4}}], 4.0, 600, 0.88, q4, naive)},
+    )  # fmt: skip
+    res.fill_relative_changes()
+    return res
+
+
+def test_markdown_has_every_row_and_the_paper_reductions(
+    results: AuditResults, tmp_path: Path
+) -> None:
+    render_report(results, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    labels = [(r.split(" | ")[0].lstrip("| "), r.split(" | ")[5]) for r in rows]
+    assert labels == [("fp32", "loss"), ("fp32", "rmia_online"), ("q4", "loss"), ("q4", "rmia_online"),
+                      ("q4 (naive: FP32 shadows)", "loss"), ("q4 (naive: FP32 shadows)", "rmia_online")]  # fmt: skip
+    # (FP32 - variant) / FP32 of accuracy / recall / F1: rmia_online q4 = 3.2% / 50.0% / 50.0%.
+    q4_rmia = next(r for r in rows if r.startswith("| q4 |") and "rmia_online" in r)
+    assert q4_rmia.rstrip(" |").endswith("+3.2% / +50.0% / +50.0%")
+    naive_loss = next(r for r in rows if r.startswith("| q4 (naive") and "| loss |" in r)
+    assert naive_loss.rstrip(" |").endswith("+12.1% / +50.0% / +50.0%")
+    assert "0.700" in md and "ε ≥" in md and "qat" in md
+    assert results.variants["q4"].relative_change_vs_fp32["rmia_online"]["recall"] == pytest.approx(
+        0.5
+    )
+
+
+def test_html_is_escaped_and_self_contained(results: AuditResults, tmp_path: Path) -> None:
+    page = render_report(results, tmp_path).read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "digits &amp; co" in page
+    sources = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]*)['"]""", page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert page.count("<tr>") == 1 + 6  # header + every variant x attack row, naive rows included
+    assert "q4 (naive: FP32 shadows)" in page
+
+
+def test_report_renders_from_a_results_file(results: AuditResults, tmp_path: Path) -> None:
+    results.save(tmp_path / "results.json")
+    assert AuditResults.load(tmp_path) == results
+    assert render_report(tmp_path / "results.json").parent == tmp_path
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "figures").is_dir()
