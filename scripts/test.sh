@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Sets everything up and runs lint + the test suite (what CI runs).
+# Usage: bash scripts/test.sh [--quick] [pytest args]   (--quick: skip tests marked slow, < 1 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --data
@@ -7,4 +8,10 @@ bash scripts/setup.sh --data
 export PRIVQUANT_REQUIRE_DATA=1
 ruff check .
 ruff format --check .
-python3 -m pytest tests "$@"
+# --quick: the fast tier only (no test marked slow); CI runs everything.
+if [[ "${1:-}" == "--quick" ]]; then
+  shift
+  python3 -m pytest tests -m "not slow" "$@"
+else
+  python3 -m pytest tests "$@"
+fi

@@ -88,6 +88,7 @@ def test_no_attack_reads_the_targets_membership(name: str) -> None:
         assert thr == thr2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("balanced", [False, True], ids=["coin-flip", "balanced"])
 @pytest.mark.parametrize("n_models", [5, 9])
 def test_every_attack_is_at_chance_without_a_membership_signal(
@@ -233,6 +234,7 @@ def exchangeable_signals(tmp_path_factory: pytest.TempPathFactory) -> Signals:
     )
 
 
+@pytest.mark.slow
 def test_every_attack_finds_a_memorizing_model(memorizing_signals: Signals) -> None:
     res = run_attacks(memorizing_signals, targets=[0], n_bootstrap=0, progress=False)
     assert set(res["attacks"]) == set(ATTACKS)  # the label-only noise attack included
@@ -244,6 +246,7 @@ def test_every_attack_finds_a_memorizing_model(memorizing_signals: Signals) -> N
         assert auc > (0.6 if name in weak else 0.85), (name, auc)
 
 
+@pytest.mark.slow
 def test_attacks_are_near_chance_when_members_are_exchangeable(
     exchangeable_signals: Signals,
 ) -> None:
@@ -269,6 +272,7 @@ def test_attack_cli_writes_every_metric(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["attack", "--signals", str(tmp_path / "s.npz"), "--attacks", "nope"]) == 2
 
 
+@pytest.mark.slow
 def test_lira_beats_loss_at_low_fpr_on_real_models(tmp_path: Path) -> None:
     """8 MLPs on halves of a 4,000-image Fashion-MNIST pool, 4 targets, 2 query views."""
     ds = require_dataset("fashion-mnist")

@@ -64,6 +64,7 @@ def _zero_share(model: nn.Module) -> float:
     return float(sum((w == 0).sum() for w in ws) / sum(w.numel() for w in ws))
 
 
+@pytest.mark.slow
 def test_a_transform_registered_in_a_test_works_from_yaml(toy_prune: None, tmp_path: Path) -> None:
     config = load_config({**TINY, "variants": [{"name": "fp32"}, {"name": "pruned", "method": "toy_prune",
                                                                    "fraction": 0.9}]})  # fmt: skip
@@ -141,6 +142,7 @@ def test_a_transform_registered_in_a_test_works_from_audit_model(toy_prune: None
     assert _zero_share(model) < 0.01  # the user's model itself is never modified
 
 
+@pytest.mark.slow
 def test_train_stage_defense_retrains_every_model_and_is_cached_separately(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -305,6 +307,7 @@ def test_distillation_needs_reference_rows_when_asked() -> None:
         train_model(SplitDistill(teachers=2, exclusions=2), ctx)
 
 
+@pytest.mark.slow
 def test_distilled_quantized_model_leaks_less_than_standard_qat(tmp_path: Path) -> None:
     """Digits MLPs that overfit (train 100%, test ~93%): 4-bit QAT keeps the leakage, split
     distillation (4 teachers) + 4-bit QAT on the student's own outputs removes much of it."""
@@ -326,3 +329,37 @@ def test_distilled_quantized_model_leaks_less_than_standard_qat(tmp_path: Path) 
         sd.train_accuracy - sd.test_accuracy < qat.train_accuracy - qat.test_accuracy
     )  # smaller gap
     assert sd.test_accuracy > 0.85
+
+
+def test_every_model_is_transformed_with_exactly_its_own_members(tmp_path: Path) -> None:
+    """Calibration / QAT data is each model's member set (target and every shadow), never the
+    pool, and every handler gets the same defender reference rows and its own seed."""
+    from privquant.data import load_dataset
+    from privquant.membership import MembershipSplit
+
+    class Spy(DefenseConfig):
+        """Records what each call sees."""
+
+        method: Literal["toy_spy"] = "toy_spy"
+
+    seen: list[tuple[bytes, bytes, int]] = []
+
+    def spy(config: Spy, model: nn.Module, ctx: DefenseContext) -> nn.Module:
+        seen.append((ctx.x.tobytes(), ctx.x_reference.tobytes(), ctx.seed))
+        return model
+
+    register_defense(Spy, "transform")(spy)
+    try:
+        cfg = load_config(
+            {**TINY, "seed": 5, "variants": [{"name": "fp32"}, {"name": "s", "method": "toy_spy"}]}
+        )
+        run_audit(cfg, tmp_path / "run", progress=False)
+    finally:
+        DEFENSES.pop("toy_spy")
+    ds = load_dataset("digits")
+    split = MembershipSplit.load(tmp_path / "run" / "split.npz")
+    assert len(seen) == split.n_models == 4
+    for m, (x, ref, seed) in enumerate(seen):
+        assert x == ds.x_train[split.members(m)].tobytes()
+        assert ref == ds.x_train[split.reference].tobytes()
+        assert seed == 5 + m

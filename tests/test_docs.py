@@ -45,6 +45,7 @@ def test_readme_has_the_snippets_this_test_runs() -> None:
     )
 
 
+@pytest.mark.slow
 def test_readme_snippets_run(readme_namespace: dict, capsys: pytest.CaptureFixture[str]) -> None:
     from privquant.defenses import DEFENSES
 
@@ -60,6 +61,7 @@ def test_readme_snippets_run(readme_namespace: dict, capsys: pytest.CaptureFixtu
     assert (Path("runs/q4") / "manifest.json").is_file()
 
 
+@pytest.mark.slow
 def test_the_shipped_demo_config_runs_on_small_data(tmp_path: Path) -> None:
     """demo.yaml as shipped (every variant and attack), with the data and epochs shrunk."""
     from privquant.pipeline import load_config, run_audit

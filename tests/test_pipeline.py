@@ -104,6 +104,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_retraining_and_matches_a_fresh_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, finished_run: Path
 ) -> None:
@@ -190,6 +191,7 @@ def test_report_rerenders_from_results_json(finished_run: Path, tmp_path: Path) 
     assert "ROC (log-log): lira_online_fixed_var" in (run / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_edited_config_never_reuses_stale_signals(finished_run: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -211,6 +213,7 @@ def test_report_rejects_foreign_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "unknown format" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bring_your_own_model() -> None:
     from privquant.data import load_dataset
     from privquant.models import build_model
@@ -234,6 +237,7 @@ def test_bring_your_own_model() -> None:
     assert res.split["members_per_model"][0] == 300
 
 
+@pytest.mark.slow
 def test_population_block_noise_attack_and_findings(tmp_path: Path) -> None:
     from privquant.signals import Signals
 

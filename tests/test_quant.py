@@ -107,6 +107,7 @@ def test_eight_bit_ptq_keeps_accuracy(digits_resnet) -> None:
     assert evaluate(q8, ds.x_test, ds.y_test)["accuracy"] >= fp - 0.005
 
 
+@pytest.mark.slow
 def test_qat_recovers_low_bit_accuracy_on_fashion_mnist() -> None:
     """At 2 bits on every layer with min-max scales PTQ loses a lot (measured 84.6% -> 71.1%);
     QAT must win it back (measured 83.0%). A no-op QAT fails; at 4 bits it would not (PTQ alone
@@ -126,6 +127,7 @@ def test_qat_recovers_low_bit_accuracy_on_fashion_mnist() -> None:
     assert evaluate(q8, ds.x_test[:4000], ds.y_test[:4000])["accuracy"] >= fp - 0.005
 
 
+@pytest.mark.slow
 def test_lsq_learns_the_step_size(digits_resnet) -> None:
     ds, model = digits_resnet
     cfg = QuantConfig(weight_bits=3, learn_scale=True)
@@ -137,6 +139,7 @@ def test_lsq_learns_the_step_size(digits_resnet) -> None:
     assert not torch.equal(quant_layers(q)[name].scale.detach(), quant_layers(before)[name].scale)
 
 
+@pytest.mark.slow
 def test_adaround_reconstructs_better_than_nearest(digits_resnet) -> None:
     ds, model = digits_resnet
     calib = calibration_batches(ds.x_train, 2)

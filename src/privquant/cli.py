@@ -144,7 +144,7 @@ def _owner_context(args: argparse.Namespace, meta: dict, ds: Dataset) -> Defense
     """The defense context of a model's owner: its training rows and disjoint reference rows.
 
     Training rows are the seeded subset ``privquant train`` used (same --train-size and --seed);
-    reference rows are drawn from the remaining rows.
+    reference rows are drawn from the remaining rows. The recipe is the checkpoint's own.
     """
     from privquant.defenses import DefenseContext
     from privquant.population import model_factory
@@ -161,7 +161,18 @@ def _owner_context(args: argparse.Namespace, meta: dict, ds: Dataset) -> Defense
     spec = meta.get("model") or {}
     options = {k: v for k, v in spec.get("kwargs", {}).items()
                if k not in ("input_shape", "num_classes", "mean", "std")}  # fmt: skip
-    train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    # Train-stage defenses retrain with the recipe the checkpoint was trained with (recorded by
+    # `privquant train` and by populations); --epochs/--lr are the fine-tuning knobs of transforms.
+    recorded = meta.get("train") or {}
+    recipe = recorded.get("config") if isinstance(recorded.get("config"), dict) else recorded
+    if isinstance(recipe, dict) and "epochs" in recipe:
+        train = TrainConfig.model_validate(recipe).model_copy(update={"seed": args.seed})
+    else:
+        print("privquant: the checkpoint records no training recipe; train-stage defenses use "
+              f"--epochs {args.epochs} --lr {args.lr}", file=sys.stderr)  # fmt: skip
+        train = TrainConfig(
+            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed
+        )
     return DefenseContext(x=ds.x_train[rows], y=ds.y_train[rows],
                           x_reference=ds.x_train[ref] if len(ref) else None,
                           y_reference=ds.y_train[ref] if len(ref) else None, num_classes=ds.num_classes,

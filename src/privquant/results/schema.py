@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from privquant.artifacts.atomic import atomic_write_json
+from privquant.artifacts.atomic import atomic_write_bytes, atomic_write_json
 from privquant.errors import PrivquantError
 from privquant.metrics import relative_change, roc_curve
 
@@ -163,8 +163,26 @@ class AuditResults(_Strict):
                    for a, r in v.attacks.items() if a in fp.attacks},
             }  # fmt: skip
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        atomic_write_json(path, self.model_dump(mode="json"), sort_keys=False)
+    def save(self, path: str | os.PathLike[str], compact: bool = False) -> None:
+        data = self.model_dump(mode="json")
+        if compact:  # for committing results: one line, no indentation
+            atomic_write_bytes(path, (json.dumps(data, separators=(",", ":")) + "\n").encode())
+        else:
+            atomic_write_json(path, data, sort_keys=False)
+
+    def thinned(self, keep_every: int = 4) -> AuditResults:
+        """A copy whose ROC curves keep every ``keep_every``-th grid point (and the last)."""
+        out = self.model_copy(deep=True)
+        for v in out.variants.values():
+            for attacks in (v.attacks, v.attacks_naive_fp32_shadows or {}):
+                for a in attacks.values():
+                    for c in a.curves.values():
+                        idx = sorted(
+                            set(range(0, len(c.roc_fpr), keep_every)) | {len(c.roc_fpr) - 1}
+                        )
+                        c.roc_fpr = [c.roc_fpr[i] for i in idx]
+                        c.roc_tpr = [c.roc_tpr[i] for i in idx]
+        return out
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> AuditResults:
