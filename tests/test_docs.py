@@ -79,3 +79,15 @@ def test_the_shipped_demo_config_runs_on_small_data(tmp_path: Path) -> None:
     for v in res.variants.values():
         assert np.isfinite(v.test_accuracy) and v.test_accuracy > 0.3
     assert (tmp_path / "run" / "report.html").is_file()
+
+
+def test_readme_yaml_variants_validate() -> None:
+    from privquant.pipeline import load_config
+
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        variants = yaml.safe_load(block)["variants"]
+        config = load_config({"data": {"name": "digits", "pool_size": 300}, "model": {"name": "mlp"},
+                              "variants": variants})  # fmt: skip
+        assert [v.name for v in config.variants] == [v["name"] for v in variants]

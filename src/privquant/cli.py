@@ -197,12 +197,13 @@ def _deploy_checkpoint(args: argparse.Namespace, variant: VariantConfig) -> int:
         model = train_model(variant.train_step, ctx)
     deployed = apply_transforms(variant.transform_steps, model, ctx)
     seconds = time.perf_counter() - start
-    deployed.privquant_spec = meta["model"]
+    # A train-stage defense built a new model (its normalization fitted on its own data).
+    deployed.privquant_spec = getattr(model, "privquant_spec", None) or meta["model"]
     out = Path(args.out)
     if quant_layers(deployed):
         size = export_quantized(deployed, out)["size"]
     else:
-        save_checkpoint(out, deployed, {"model": meta["model"], "dataset": ds.name})
+        save_checkpoint(out, deployed, {"model": deployed.privquant_spec, "dataset": ds.name})
         size = model_size(deployed)
     atomic_write_json(out / "defense.json", variant.model_dump(mode="json"))
     served = apply_outputs(variant.output_steps, deployed, ctx)

@@ -39,7 +39,14 @@ from privquant.results import (
 from privquant.signals import Signals, query_logits, query_views
 from privquant.training import TrainConfig, evaluate
 
-DEFAULT_ATTACKS = ("loss", "shokri", "lira_online_fixed_var", "rmia", "label_only_correctness")
+DEFAULT_ATTACKS = (
+    "loss",
+    "shokri",
+    "lira_online_fixed_var",
+    "rmia",
+    "rmia_online",
+    "label_only_correctness",
+)
 
 
 def _user_data(
@@ -70,7 +77,7 @@ def audit_model(
     attacks: str | Sequence[str] = DEFAULT_ATTACKS,
     test: tuple[np.ndarray, np.ndarray] | None = None,
     reference: tuple[np.ndarray, np.ndarray] | None = None,
-    queries: int = 2,
+    queries: int = 1,
     n_bootstrap: int = 200,
     seed: int = 0,
     progress: bool = True,
@@ -83,8 +90,9 @@ def audit_model(
     model and to each shadow the same way, and every attack then targets your model (model 0).
     A variant with a train-stage step retrains your model from ``model_fn`` on ``members``.
     ``reference`` rows (disjoint from the pool) are handed to defenses that use them. Inputs are
-    uint8 images ``[N, C, H, W]`` or float features. Returns typed results shaped like the
-    pipeline's results.json.
+    uint8 images ``[N, C, H, W]`` or float features. ``queries`` > 1 adds flipped/shifted views,
+    which help only if the models trained with those augmentations. Returns typed results shaped
+    like the pipeline's results.json.
     """
     start = time.perf_counter()
     ds, n_pool = _user_data(members, nonmembers, reference, test)
