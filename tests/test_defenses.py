@@ -363,3 +363,20 @@ def test_every_model_is_transformed_with_exactly_its_own_members(tmp_path: Path)
         assert x == ds.x_train[split.members(m)].tobytes()
         assert ref == ds.x_train[split.reference].tobytes()
         assert seed == 5 + m
+
+
+def test_label_template_output_releases_only_the_predicted_class() -> None:
+    from privquant.defenses import OutputCoarsening, apply_outputs
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 5))
+    x = torch.randn(300, 8)
+    served = apply_outputs(
+        [OutputCoarsening(mode="label_template", template_confidence=0.4)], net, None
+    )  # type: ignore[arg-type]
+    with torch.no_grad():
+        raw, out = net(x), served(x)
+    assert torch.equal(raw.argmax(-1), out.argmax(-1))  # every prediction kept (HAMP's requirement)
+    p = out.softmax(-1)
+    assert torch.allclose(p.max(-1).values, torch.full((300,), 0.4), atol=1e-6)
+    assert torch.allclose(p.sort(-1).values[:, :-1], torch.full((300, 4), 0.15), atol=1e-6)

@@ -19,6 +19,14 @@ class OutputCoarsening(DefenseConfig):
         10, ge=1, le=1_000_000, description="probabilities are rounded to multiples of 1/levels"
     )
     top_k: int | None = Field(None, ge=1, description="release only the k largest (None: all)")
+    mode: Literal["round", "label_template"] = Field(
+        "round",
+        description="round: coarse probabilities; label_template: HAMP-style, every input gets the "
+        "same low-confidence posterior around its predicted class (only the label is released)",
+    )
+    template_confidence: float = Field(
+        0.5, gt=0, lt=1, description="label_template: probability given to the predicted class"
+    )
 
 
 class CoarsePosterior(nn.Module):
@@ -30,16 +38,28 @@ class CoarsePosterior(nn.Module):
 
     FLOOR = 1e-12  # log(0) would break every downstream statistic; this is far below 1/levels
 
-    def __init__(self, model: nn.Module, levels: int, top_k: int | None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        levels: int,
+        top_k: int | None,
+        template_confidence: float | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.levels = levels
         self.top_k = top_k
+        self.template_confidence = template_confidence
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x).float()
         p = logits.softmax(-1)
         top = p.argmax(-1, keepdim=True)
+        if self.template_confidence is not None:  # the same posterior for every input but its label
+            c, k = self.template_confidence, p.shape[-1]
+            rest = (1 - c) / max(1, k - 1)
+            q = torch.full_like(p, rest).scatter(-1, top, max(c, rest + 1e-6))
+            return q.log()
         if self.top_k is not None and self.top_k < p.shape[-1]:
             kth = p.topk(self.top_k, dim=-1).values[..., -1:]
             p = torch.where(p >= kth, p, torch.zeros_like(p))
@@ -52,4 +72,5 @@ class CoarsePosterior(nn.Module):
 def _output_coarsening(
     config: OutputCoarsening, model: nn.Module, ctx: DefenseContext
 ) -> nn.Module:
-    return CoarsePosterior(model, config.levels, config.top_k).eval()
+    template = config.template_confidence if config.mode == "label_template" else None
+    return CoarsePosterior(model, config.levels, config.top_k, template).eval()
