@@ -140,6 +140,19 @@ def _checkpoint_dataset(meta: dict, override: str | None) -> str:
     return name
 
 
+def _owner_rows(args: argparse.Namespace, ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training rows (the seeded subset `privquant train` used), reference rows, and the rest."""
+    n = min(args.train_size or len(ds.y_train), len(ds.y_train))
+    perm = np.random.default_rng(args.seed).permutation(len(ds.y_train))
+    rows = np.sort(perm[:n])
+    ref = np.sort(perm[n : n + args.reference_size])
+    if args.reference_size and len(ref) < args.reference_size:
+        raise PrivquantError(
+            f"--reference-size: only {len(ref)} rows of {ds.name} are left after {n} training rows"
+        )
+    return rows, ref, perm[n + len(ref) :]
+
+
 def _owner_context(args: argparse.Namespace, meta: dict, ds: Dataset) -> DefenseContext:
     """The defense context of a model's owner: its training rows and disjoint reference rows.
 
@@ -150,14 +163,7 @@ def _owner_context(args: argparse.Namespace, meta: dict, ds: Dataset) -> Defense
     from privquant.population import model_factory
     from privquant.training import TrainConfig
 
-    n = min(args.train_size or len(ds.y_train), len(ds.y_train))
-    perm = np.random.default_rng(args.seed).permutation(len(ds.y_train))
-    rows = np.sort(perm[:n])
-    ref = np.sort(perm[n : n + args.reference_size])
-    if args.reference_size and len(ref) < args.reference_size:
-        raise PrivquantError(
-            f"--reference-size: only {len(ref)} rows of {ds.name} are left after {n} training rows"
-        )
+    rows, ref, _ = _owner_rows(args, ds)
     spec = meta.get("model") or {}
     options = {k: v for k, v in spec.get("kwargs", {}).items()
                if k not in ("input_shape", "num_classes", "mean", "std")}  # fmt: skip
@@ -216,8 +222,61 @@ def _deploy_checkpoint(args: argparse.Namespace, variant: VariantConfig) -> int:
 
         export_onnx(deployed, out / "model.onnx", ds.input_shape)
         summary["onnx"] = str((out / "model.onnx").resolve())
+    if getattr(args, "audit", False):
+        summary["audit"] = _audit_defense(args, meta, ds, ctx, variant, out / "audit")
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _audit_defense(
+    args: argparse.Namespace,
+    meta: dict,
+    ds: Dataset,
+    ctx: DefenseContext,
+    variant: VariantConfig,
+    out: Path,
+) -> dict:
+    """Audit FP32 vs standard QAT vs the defense, target = the checkpoint, with fresh shadows.
+
+    Members are the checkpoint's training rows, non-members as many rows it never saw (neither
+    trained on nor reference); with fewer such rows, a seeded subset of members is used.
+    """
+    from privquant.artifacts import load_checkpoint
+    from privquant.defenses import VariantConfig
+    from privquant.pipeline import audit_model
+    from privquant.report import render_report
+
+    model, _ = load_checkpoint(args.checkpoint)
+    rows, _, rest = _owner_rows(args, ds)
+    k = min(len(rows), len(rest))
+    if k < 50:
+        raise PrivquantError(f"--audit: only {len(rest)} rows of {ds.name} are outside the training and "
+                             "reference rows; an audit needs at least 50 non-members")  # fmt: skip
+    if k < len(rows):
+        print(
+            f"privquant: auditing {k} of the {len(rows)} training rows (only {k} unseen rows)",
+            file=sys.stderr,
+        )
+    members = np.sort(np.random.default_rng(args.seed).permutation(rows)[:k])
+    nonmembers = np.sort(rest[:k])
+    quant = next((s.quant for s in variant.steps if hasattr(s, "quant")), None)
+    bits = quant.weight_bits if quant is not None else 4
+    variants = [VariantConfig(name="fp32"),
+                VariantConfig(name=f"qat{bits:g}", method="qat", quant={"weight_bits": bits}),
+                VariantConfig(name="defended", steps=variant.steps)]  # fmt: skip
+    x_fit = ctx.x
+    results = audit_model(model, (ds.x_train[members], ds.y_train[members]),
+                          (ds.x_train[nonmembers], ds.y_train[nonmembers]), lambda: ctx.model_fn(x_fit), ctx.train,
+                          n_shadows=args.audit_shadows, variants=variants, test=(ds.x_test, ds.y_test),
+                          reference=None if ctx.x_reference is None else (ctx.x_reference, ctx.y_reference),
+                          n_bootstrap=100, seed=args.seed, progress=True)  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    results.save(out / "results.json")
+    report = render_report(results, out)
+    attack = results.headline_attack()
+    return {"report": str(report.resolve()), "attack": attack,
+            "variants": {n: {"test_accuracy": v.test_accuracy, "auc": v.attacks[attack].mean["auc"],
+                             "tpr@1%fpr": v.attacks[attack].mean["tpr@1%fpr"]} for n, v in results.variants.items()}}  # fmt: skip
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
@@ -509,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
         "'[{method: qat, quant: {weight_bits: 4}}, {method: output_coarsening, levels: 10}]'; "
         f"methods: {', '.join(defense_names())}",
     )
+    df.add_argument("--audit", action="store_true",
+                    help="also audit FP32 vs standard QAT vs the defense (fresh shadows) into OUT/audit/")  # fmt: skip
+    df.add_argument("--audit-shadows", type=int, default=4, help="shadow models of the --audit")
     _owner_arguments(df)
     df.set_defaults(func=_cmd_defend)
 
