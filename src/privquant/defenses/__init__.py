@@ -26,7 +26,7 @@ from privquant.defenses.base import (
 from privquant.defenses.distillation import ReferenceDistill, SplitDistill
 from privquant.defenses.output import CoarsePosterior, OutputCoarsening
 from privquant.defenses.quantization import PTQ, QAT, AdaRound
-from privquant.defenses.training import LabelSmoothing
+from privquant.defenses.training import LabelSmoothing, RelaxLossDefense, WithReferenceRows
 from privquant.defenses.variant import VariantConfig, format_location
 
 __all__ = [
@@ -41,10 +41,12 @@ __all__ = [
     "LabelSmoothing",
     "OutputCoarsening",
     "ReferenceDistill",
+    "RelaxLossDefense",
     "RegisteredDefense",
     "SplitDistill",
     "Stage",
     "VariantConfig",
+    "WithReferenceRows",
     "apply_defense",
     "apply_outputs",
     "apply_transforms",

@@ -10,6 +10,7 @@ from torch import nn
 
 from privquant.defenses.base import DefenseConfig, DefenseContext, register_defense
 from privquant.errors import ConfigError
+from privquant.training import RelaxLoss
 
 
 class LabelSmoothing(DefenseConfig):
@@ -45,3 +46,15 @@ def _with_reference_rows(config: WithReferenceRows, ctx: DefenseContext) -> nn.M
     x = np.concatenate([ctx.x, ctx.x_reference[: config.rows]])
     y = np.concatenate([ctx.y, ctx.y_reference[: config.rows]])
     return ctx.train_fresh(x, y)
+
+
+class RelaxLossDefense(DefenseConfig):
+    """RelaxLoss (Chen et al. 2022): no descent below a target loss; ascend and flatten there."""
+
+    method: Literal["relaxloss"] = "relaxloss"
+    alpha: float = Field(1.0, gt=0, description="target loss: members' mean loss is held near it")
+
+
+@register_defense(RelaxLossDefense, "train")
+def _relaxloss(config: RelaxLossDefense, ctx: DefenseContext) -> nn.Module:
+    return ctx.train_fresh(objective=RelaxLoss(config.alpha))

@@ -2,7 +2,7 @@
 
 from privquant.training.config import TrainConfig
 from privquant.training.device import seed_everything
-from privquant.training.objectives import CrossEntropy, Objective, SoftTargetCrossEntropy
+from privquant.training.objectives import CrossEntropy, Objective, RelaxLoss, SoftTargetCrossEntropy
 from privquant.training.trainer import (
     Callback,
     Trainer,
@@ -17,6 +17,7 @@ __all__ = [
     "Callback",
     "CrossEntropy",
     "Objective",
+    "RelaxLoss",
     "SoftTargetCrossEntropy",
     "TrainConfig",
     "TrainResult",

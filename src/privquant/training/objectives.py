@@ -62,3 +62,41 @@ class SoftTargetCrossEntropy(Objective):
     ) -> torch.Tensor:
         soft = self.targets.to(logits.device)[indices]
         return -(soft * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+
+class RelaxLoss(Objective):
+    """RelaxLoss (Chen et al., ICLR 2022): stop descending once the batch loss is below ``alpha``.
+
+    Above ``alpha``: plain cross-entropy. Below it, alternating steps either ascend the loss or
+    flatten the posterior (the true class keeps its probability, the others share the rest
+    equally, learned on correctly classified rows), so members' losses hover at the level
+    non-members get instead of collapsing toward zero.
+    """
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+        self.step = 0
+
+    def __call__(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        model: nn.Module,
+        indices: torch.Tensor,
+    ) -> torch.Tensor:
+        logits = logits.float()
+        ce = F.cross_entropy(logits, targets)
+        self.step += 1
+        if ce.item() >= self.alpha:
+            return ce
+        if self.step % 2:
+            return -ce  # gradient ascent
+        log_p = F.log_softmax(logits, dim=-1)
+        with torch.no_grad():
+            p_true = log_p.exp().gather(1, targets[:, None])
+            flat = ((1 - p_true) / (logits.shape[1] - 1)).expand_as(log_p).clone()
+            flat.scatter_(1, targets[:, None], p_true)
+            correct = (logits.argmax(1) == targets).float()
+        per_row = -(flat * log_p).sum(-1)
+        return (per_row * correct).sum() / correct.sum().clamp_min(1.0)
