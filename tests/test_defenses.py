@@ -407,3 +407,28 @@ def test_relaxloss_narrows_the_member_nonmember_loss_gap() -> None:
     # Measured: members' mean loss 0.04 -> 0.98 (held at alpha), loss-attack AUC 0.588 -> 0.556.
     assert plain_member < 0.05 and 0.8 < relax_member < 1.2
     assert relax_auc < plain_auc - 0.02
+
+
+def test_qat_with_a_reference_loss_floor_raises_member_loss_toward_the_floor() -> None:
+    from privquant.defenses import QAT, apply_transforms, train_model
+    from privquant.errors import ConfigError
+    from privquant.training import TrainConfig, evaluate
+
+    ctx = _digits_context(n=600, reference=300)
+    ctx.train = TrainConfig(epochs=40, batch_size=32, optimizer="adam", lr=3e-3, weight_decay=0)
+    model = train_model(None, ctx)
+    floor = evaluate(model, ctx.x_reference, ctx.y_reference)["loss"]
+    members = lambda m: evaluate(m, ctx.x, ctx.y)["loss"]  # noqa: E731
+    quant = {"weight_bits": 4}
+    plain = apply_transforms([QAT(quant=quant, epochs=3, lr=1e-3)], model, ctx)
+    floored = apply_transforms(
+        [QAT(quant=quant, epochs=3, lr=1e-3, loss_floor="reference")], model, ctx
+    )
+    assert members(model) < 0.1 < floor  # overfit: members far below the non-member level
+    assert members(plain) < 0.1 and members(floored) > 0.3 * floor, (
+        members(plain),
+        members(floored),
+        floor,
+    )
+    with pytest.raises(ConfigError, match="targets: labels"):
+        apply_transforms([QAT(quant=quant, loss_floor=0.5, targets="self")], model, ctx)

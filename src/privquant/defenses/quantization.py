@@ -12,13 +12,14 @@ from pydantic import Field
 from torch import nn
 
 from privquant.defenses.base import DefenseConfig, DefenseContext, register_defense
+from privquant.errors import ConfigError
 from privquant.quant import (
     QuantConfig,
     calibration_batches,
     quantization_aware_training,
     quantize,
 )
-from privquant.training import SoftTargetCrossEntropy, predict_logits
+from privquant.training import RelaxLoss, SoftTargetCrossEntropy, evaluate, predict_logits
 
 
 class PTQ(DefenseConfig):
@@ -49,6 +50,11 @@ class QAT(DefenseConfig):
         description="labels: the members' true labels; self: the full-precision model's own soft "
         "outputs (after a distillation defense, no hard member label re-enters)",
     )
+    loss_floor: float | Literal["reference"] | None = Field(
+        None,
+        description="privacy objective (RelaxLoss-style): no descent below this loss; 'reference' "
+        "uses the model's mean loss on the defender's reference rows, the level non-members get",
+    )
 
 
 @register_defense(PTQ, "transform")
@@ -64,6 +70,16 @@ def _adaround(config: AdaRound, model: nn.Module, ctx: DefenseContext) -> nn.Mod
     return quantize(model, quant, calib)
 
 
+def _loss_floor(floor: float | str, model: nn.Module, ctx: DefenseContext) -> float:
+    if floor != "reference":
+        return float(floor)
+    if ctx.x_reference is None or len(ctx.x_reference) == 0:
+        raise ConfigError(
+            "qat: loss_floor 'reference' needs defender reference rows (data.reference_size > 0)"
+        )
+    return evaluate(model, ctx.x_reference, ctx.y_reference)["loss"]
+
+
 @register_defense(QAT, "transform")
 def _qat(config: QAT, model: nn.Module, ctx: DefenseContext) -> nn.Module:
     calib = calibration_batches(ctx.x, config.quant.calibration_batches, seed=ctx.seed)
@@ -74,6 +90,10 @@ def _qat(config: QAT, model: nn.Module, ctx: DefenseContext) -> nn.Module:
     if config.targets == "self":
         soft = torch.from_numpy(predict_logits(model, ctx.x)).softmax(-1)
         objective = SoftTargetCrossEntropy(soft)
+    if config.loss_floor is not None:
+        if config.targets == "self":
+            raise ConfigError("qat: loss_floor works on the true labels; use targets: labels")
+        objective = RelaxLoss(_loss_floor(config.loss_floor, model, ctx))
     qmodel, _ = quantization_aware_training(
         model, config.quant, ctx.x, ctx.y, train, calib, objective=objective, progress=False
     )
