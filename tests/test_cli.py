@@ -189,3 +189,21 @@ def test_defend_with_audit_compares_fp32_qat_and_the_defense(
     attack = summary["audit"]["attack"]
     auc = {n: v.attacks[attack].mean["auc"] for n, v in res.variants.items()}
     assert auc["defended"] < min(auc["fp32"], auc["qat4"]), auc  # measured 0.546 vs 0.571 / 0.578
+
+
+def test_bad_cli_input_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from privquant.attacks import Signals
+
+    s = Signals(
+        np.zeros((3, 10, 1, 2), np.float32), np.zeros(10, np.int64), np.zeros((3, 10), bool)
+    )
+    s.save(tmp_path / "s.npz")
+    assert main(["attack", "--signals", str(tmp_path / "s.npz"), "--target", "abc"]) == 2
+    assert "--target: expected model indices" in capsys.readouterr().err
+    assert main(["attack", "--signals", str(tmp_path / "s.npz"), "--json", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # argparse: usage line + one error line, rc 2
+        main(["train", "--train-size", "-5", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "expected a count >= 0, got -5" in capsys.readouterr().err

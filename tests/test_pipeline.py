@@ -271,3 +271,17 @@ def test_headline_is_the_strongest_attack_on_fp32(finished_run: Path) -> None:
     fp = results.variants["fp32"].attacks
     best = max(fp, key=lambda a: (fp[a].mean["tpr@1%fpr"], fp[a].mean["auc"]))
     assert results.headline_attack() == best
+
+
+@pytest.mark.parametrize("patch,message", [
+    ({"variants": [{"name": "fp32"}, {"name": "../../x", "method": "ptq", "quant": {}}]}, "variants.1.name: String should match pattern"),
+    ({"targets": []}, "targets: give at least one model index"),
+    ({"attacks": []}, "attacks: give at least one attack name"),
+    ({"data": {"name": "digits", "test_size": 0}}, "data.test_size: Input should be greater than or equal to 1"),
+    ({"attacks": ["label_only_noise"]}, "label_only_noise needs population.noise_queries > 0"),
+    ({"population": {"n_models": 3, "balanced": True}}, "population.balanced: needs n_models >= 4"),
+])  # fmt: skip
+def test_configs_that_would_fail_late_fail_at_validation(patch: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config({**TINY, **patch})
+    assert message in str(e.value)

@@ -91,8 +91,15 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     from privquant.artifacts import atomic_write_json
     from privquant.attacks import Signals, format_table, run_attacks
 
+    if args.json and Path(args.json).is_dir():
+        raise PrivquantError(f"--json: {args.json} is a folder; give a file path to write")
     signals = Signals.load(args.signals)
-    targets = [int(t) for t in args.target.split(",")]
+    try:
+        targets = [int(t) for t in args.target.split(",")]
+    except ValueError:
+        raise PrivquantError(
+            f"--target: expected model indices like 0 or 0,1,2, got {args.target!r}"
+        ) from None
     res = run_attacks(
         signals, targets=targets, attacks=args.attacks, n_bootstrap=args.bootstrap, seed=args.seed
     )
@@ -429,16 +436,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _cmd_run(ns)
 
 
+def _count(text: str) -> int:
+    """argparse type: a non-negative integer (a negative row count would silently mean N - k)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {value}")
+    return value
+
+
 def _owner_arguments(p: argparse.ArgumentParser) -> None:
     """What the model's owner has: its training rows, reference rows, and a fine-tuning recipe."""
     p.add_argument("--data", help="dataset (default: the one recorded in the checkpoint)")
     p.add_argument(
         "--train-size",
-        type=int,
+        type=_count,
         default=0,
         help="the seeded N training rows (as in `train`; 0: all)",
     )
-    p.add_argument("--reference-size", type=int, default=0,
+    p.add_argument("--reference-size", type=_count, default=0,
                    help="defender reference rows, drawn from the rows not trained on")  # fmt: skip
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (e.g. QAT)")
     p.add_argument("--lr", type=float, default=0.001,
@@ -481,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", default="none", choices=["none", "flip", "crop", "crop+flip"])
     t.add_argument("--label-smoothing", type=float, default=0.0)
     t.add_argument(
-        "--train-size", type=int, default=0, help="a seeded random N training rows (0: all)"
+        "--train-size", type=_count, default=0, help="a seeded random N training rows (0: all)"
     )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", help="folder to write the checkpoint (safetensors + meta.json)")

@@ -35,7 +35,11 @@ class VariantConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="unique within a config; 'fp32' (no steps) is the reference")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="unique within a config; letters, digits, '.', '_', '-' (it names files in the "
+        "run folder); 'fp32' (no steps) is the reference",
+    )
     steps: list[SerializeAsAny[DefenseConfig]] = Field(
         default_factory=list, description="defense steps in stage order: train, transform, output"
     )

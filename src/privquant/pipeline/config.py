@@ -26,7 +26,7 @@ class DataConfig(_Strict):
     reference_size: int = Field(
         5_000, ge=0, description="defender-held rows, disjoint from the pool"
     )
-    test_size: int | None = Field(None, description="test rows for accuracy (None: all)")
+    test_size: int | None = Field(None, ge=1, description="test rows for accuracy (None: all)")
     population_size: int = Field(
         0, ge=0, description="rows no model or defense trains on, queried as RMIA's population z"
     )
@@ -64,7 +64,7 @@ class PopulationConfig(_Strict):
 
 
 class AuditConfig(_Strict):
-    name: str = "audit"
+    name: str = Field("audit", min_length=1, max_length=200)
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
