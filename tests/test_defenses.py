@@ -432,3 +432,35 @@ def test_qat_with_a_reference_loss_floor_raises_member_loss_toward_the_floor() -
     )
     with pytest.raises(ConfigError, match="targets: labels"):
         apply_transforms([QAT(quant=quant, loss_floor=0.5, targets="self")], model, ctx)
+
+
+def test_privacy_bit_allocation_meets_its_budget_with_allowed_widths() -> None:
+    from privquant.defenses import (
+        PrivacyBitAllocation,
+        allocate_bits,
+        apply_transforms,
+        train_model,
+    )
+    from privquant.errors import ConfigError
+    from privquant.population import model_factory
+    from privquant.quant import quant_layers
+    from privquant.training import TrainConfig
+
+    ctx = _digits_context(n=600, reference=300)
+    ctx.model_fn = model_factory("mlp", 10, {"hidden": [64, 64]})
+    ctx.train = TrainConfig(epochs=20, batch_size=32, optimizer="adam", lr=3e-3, weight_decay=0)
+    model = train_model(None, ctx)
+    config = PrivacyBitAllocation(avg_bits=3.0, candidates=[8, 4, 2])
+    bits = allocate_bits(config, model, ctx)
+    sizes = {
+        n: q.layer.weight.numel()
+        for n, q in quant_layers(apply_transforms([config], model, ctx)).items()
+    }
+    assert set(bits) == set(sizes) and set(bits.values()) <= {8, 4, 2}
+    assert sum(bits[n] * w for n, w in sizes.items()) / sum(sizes.values()) <= 3.0
+    q = apply_transforms([config], model, ctx)
+    assert {n: layer.bits for n, layer in quant_layers(q).items()} == bits
+    assert bits == allocate_bits(config, model, ctx)  # deterministic
+    ctx.x_reference = None
+    with pytest.raises(ConfigError, match="reference rows"):
+        allocate_bits(config, model, ctx)

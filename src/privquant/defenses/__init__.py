@@ -6,6 +6,7 @@ output); :func:`apply_defense` applies them. Register a new method with
 """
 
 from privquant.defenses import (  # noqa: F401 (register methods)
+    bit_allocation,
     distillation,
     output,
     quantization,
@@ -23,6 +24,7 @@ from privquant.defenses.base import (
     get_defense,
     register_defense,
 )
+from privquant.defenses.bit_allocation import PrivacyBitAllocation, allocate_bits
 from privquant.defenses.distillation import ReferenceDistill, SplitDistill
 from privquant.defenses.output import CoarsePosterior, OutputCoarsening
 from privquant.defenses.quantization import PTQ, QAT, AdaRound
@@ -32,6 +34,7 @@ from privquant.defenses.variant import VariantConfig, format_location
 __all__ = [
     "DEFENSES",
     "PTQ",
+    "PrivacyBitAllocation",
     "QAT",
     "STAGE_ORDER",
     "AdaRound",
@@ -49,6 +52,7 @@ __all__ = [
     "WithReferenceRows",
     "apply_defense",
     "apply_outputs",
+    "allocate_bits",
     "apply_transforms",
     "defense_names",
     "format_location",
