@@ -290,8 +290,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     from privquant.defenses import get_defense
     from privquant.quant import QuantConfig
 
-    bits = float(args.bits) if args.bits == "1.58" else int(args.bits)
-    quant = QuantConfig(weight_bits=bits, act_bits=args.act_bits, granularity=args.granularity,
+    quant = QuantConfig(weight_bits=args.bits, act_bits=args.act_bits, granularity=args.granularity,
                         symmetric=not args.asymmetric, calibration=args.calibration,
                         learn_scale=args.lsq, first_last_bits=None if args.all_layers else 8)  # fmt: skip
     fields = get_defense(args.method).config.model_fields
@@ -306,8 +305,7 @@ def _cmd_defend(args: argparse.Namespace) -> int:
     from privquant.defenses.recipes import default_recipe
 
     if args.steps is None:
-        bits = float(args.bits) if args.bits == "1.58" else int(args.bits)
-        return _deploy_checkpoint(args, _variant("defended", default_recipe(bits)))
+        return _deploy_checkpoint(args, _variant("defended", default_recipe(args.bits)))
     text = Path(args.steps).read_text() if Path(args.steps).is_file() else args.steps
     try:
         steps = yaml.safe_load(text)
@@ -321,14 +319,14 @@ def _cmd_defend(args: argparse.Namespace) -> int:
 def _variant(name: str, steps: object) -> VariantConfig:
     from pydantic import ValidationError
 
-    from privquant.defenses import VariantConfig, format_location
+    from privquant.defenses import VariantConfig
     from privquant.errors import ConfigError
+    from privquant.pipeline.config import format_errors
 
     try:
         return VariantConfig(name=name, steps=steps)
     except ValidationError as e:
-        lines = [f"  {format_location(err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise ConfigError("invalid defense steps\n" + "\n".join(lines)) from None
+        raise ConfigError(format_errors(e, "defense steps")) from None
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -447,6 +445,22 @@ def _count(text: str) -> int:
     return value
 
 
+def _bits(text: str) -> float:
+    """argparse type: '1.58' (ternary) or a whole number of bits."""
+    try:
+        return float(text) if text == "1.58" else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 1.58 or 2..8, got {text!r}") from None
+
+
+def _bits_argument(q: argparse.ArgumentParser, help_text: str) -> None:
+    from privquant.quant import ALLOWED_BITS
+
+    q.add_argument(
+        "--bits", type=_bits, default=4, choices=ALLOWED_BITS, metavar="{1.58,2..8}", help=help_text
+    )
+
+
 def _owner_arguments(p: argparse.ArgumentParser) -> None:
     """What the model's owner has: its training rows, reference rows, and a fine-tuning recipe."""
     p.add_argument("--data", help="dataset (default: the one recorded in the checkpoint)")
@@ -548,12 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint", help="folder with model.safetensors + meta.json (from `privquant train`)"
     )
     q.add_argument("--method", default="ptq", choices=defense_names("transform"))
-    q.add_argument(
-        "--bits",
-        default="4",
-        choices=["1.58", "2", "3", "4", "5", "6", "7", "8"],
-        help="weight bits",
-    )
+    _bits_argument(q, "weight bits")
     q.add_argument(
         "--act-bits", type=int, default=None, help="activation bits (default: weights only)"
     )
@@ -573,11 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
         "defend", help="apply defense steps (any registered methods) to a checkpoint and export it"
     )
     df.add_argument("checkpoint", help="folder with model.safetensors + meta.json")
-    df.add_argument(
-        "--bits",
-        default="4",
-        choices=["1.58", "2", "3", "4", "5", "6", "7", "8"],
-        help="weight bits of the default recipe (split distillation + QAT on the student's outputs)",
+    _bits_argument(
+        q=df,
+        help_text="weight bits of the default recipe (split distillation + QAT on the student's outputs)",
     )
     df.add_argument(
         "--steps",

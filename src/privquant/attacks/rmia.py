@@ -28,8 +28,12 @@ def _log_p(signals: Signals, temperature: float, population: bool = False) -> np
     """log p_y and log(1 - p_y), view-averaged: [2, models, points]."""
 
     def fn(lg: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return np.stack([_view_mean_log(sig.log_confidence(lg, y, temperature)),
-                         _view_mean_log(sig.log_one_minus_confidence(lg, y, temperature))])  # fmt: skip
+        phi = sig.scaled_logit(
+            lg, y, temperature
+        )  # log p = -softplus(-phi), log(1 - p) = -softplus(phi)
+        return np.stack(
+            [_view_mean_log(-np.logaddexp(0.0, -phi)), _view_mean_log(-np.logaddexp(0.0, phi))]
+        )
 
     name = f"rmia_log_p_T{temperature}"
     if population:

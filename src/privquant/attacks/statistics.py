@@ -46,13 +46,6 @@ def log_confidence(logits: np.ndarray, labels: np.ndarray, temperature: float = 
     return -np.logaddexp(0.0, -scaled_logit(logits, labels, temperature))
 
 
-def log_one_minus_confidence(
-    logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0
-) -> np.ndarray:
-    """log(1 - p_y) = -softplus(phi)."""
-    return -np.logaddexp(0.0, scaled_logit(logits, labels, temperature))
-
-
 def loss(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Cross-entropy of the true class, softplus(-phi) (tiny but non-zero for confident members)."""
     return np.logaddexp(0.0, -scaled_logit(logits, labels))

@@ -122,7 +122,9 @@ def audit_model(
         for m, base in enumerate(trained[key]):
             job = _deploy_job(m, split, train_config, seed, variant)
             deployed = deploy_model(job, base, ds, user_fn)
-            size = model_size(deployed)
+            # Every model of a variant has the same architecture and widths: one export measures all.
+            if m == 0:
+                size = model_size(deployed)
             if variant.output_steps:
                 ctx = context_for(ds, job.members, split.reference, job.train, job.seed, user_fn)
                 deployed = apply_outputs(variant.output_steps, deployed, ctx)

@@ -131,7 +131,8 @@ class AuditConfig(_Strict):
         return self
 
 
-def _format_errors(e: ValidationError, source: str) -> str:
+def format_errors(e: ValidationError, source: str) -> str:
+    """One line per error: the dotted field path, the message and the offending value."""
     lines = [f"{source}: invalid configuration"]
     for err in e.errors():
         loc = format_location(err["loc"]) or "(top level)"
@@ -159,6 +160,6 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> AuditConfig:
     try:
         return AuditConfig.model_validate(source)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, where)) from None
+        raise ConfigError(format_errors(e, where)) from None
     except ConfigError as e:  # raised by nested validators (bits, attack names)
         raise ConfigError(f"{where}: {e}") from None
