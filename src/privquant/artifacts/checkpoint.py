@@ -48,14 +48,14 @@ def load_checkpoint(
     except json.JSONDecodeError as e:
         raise PrivquantError(f"{folder / META}: invalid JSON ({e})") from e
     if model is None:
-        from privquant.models import build_model
+        from privquant.models import model_from_spec
 
         spec = meta.get("model")
         if not isinstance(spec, dict) or "name" not in spec:
             raise PrivquantError(
                 f"{folder / META}: no 'model' entry with a 'name'; pass the model to load into"
             )
-        model = build_model(spec["name"], **spec.get("kwargs", {}))
+        model = model_from_spec(spec)
     try:
         state = load_file(str(folder / WEIGHTS))
     except Exception as e:  # safetensors raises its own error types for corrupt files

@@ -8,6 +8,8 @@ output); :func:`apply_defense` applies them. Register a new method with
 from privquant.defenses import (  # noqa: F401 (register methods)
     bit_allocation,
     distillation,
+    dp_sgd,
+    hamp,
     output,
     quantization,
     training,
@@ -26,13 +28,26 @@ from privquant.defenses.base import (
 )
 from privquant.defenses.bit_allocation import PrivacyBitAllocation, allocate_bits
 from privquant.defenses.distillation import ReferenceDistill, SplitDistill
+from privquant.defenses.dp_sgd import DPSGD
+from privquant.defenses.hamp import HAMP, HAMPOutput
 from privquant.defenses.output import CoarsePosterior, OutputCoarsening
 from privquant.defenses.quantization import PTQ, QAT, AdaRound
-from privquant.defenses.training import LabelSmoothing, RelaxLossDefense, WithReferenceRows
+from privquant.defenses.training import (
+    EarlyStopping,
+    LabelSmoothing,
+    RelaxLossDefense,
+    WeightDecay,
+    WithReferenceRows,
+)
 from privquant.defenses.variant import VariantConfig, format_location
 
 __all__ = [
     "DEFENSES",
+    "DPSGD",
+    "HAMP",
+    "HAMPOutput",
+    "EarlyStopping",
+    "WeightDecay",
     "PTQ",
     "PrivacyBitAllocation",
     "QAT",

@@ -10,7 +10,7 @@ from torch import nn
 
 from privquant.defenses.base import DefenseConfig, DefenseContext, register_defense
 from privquant.errors import ConfigError
-from privquant.training import RelaxLoss
+from privquant.training import Callback, RelaxLoss, evaluate
 
 
 class LabelSmoothing(DefenseConfig):
@@ -36,16 +36,20 @@ class WithReferenceRows(DefenseConfig):
     rows: int = Field(1000, ge=1, description="reference rows added to the members")
 
 
-@register_defense(WithReferenceRows, "train")
-def _with_reference_rows(config: WithReferenceRows, ctx: DefenseContext) -> nn.Module:
-    if ctx.x_reference is None or len(ctx.x_reference) < config.rows:
+def _reference_rows(ctx: DefenseContext, rows: int, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``rows`` defender reference rows, or an error naming the field."""
+    if ctx.x_reference is None or ctx.y_reference is None or len(ctx.x_reference) < rows:
         have = 0 if ctx.x_reference is None else len(ctx.x_reference)
         raise ConfigError(
-            f"rows: {config.rows} reference rows asked, {have} available (data.reference_size)"
+            f"{field}: {rows} reference rows asked, {have} available (data.reference_size)"
         )
-    x = np.concatenate([ctx.x, ctx.x_reference[: config.rows]])
-    y = np.concatenate([ctx.y, ctx.y_reference[: config.rows]])
-    return ctx.train_fresh(x, y)
+    return ctx.x_reference[:rows], ctx.y_reference[:rows]
+
+
+@register_defense(WithReferenceRows, "train")
+def _with_reference_rows(config: WithReferenceRows, ctx: DefenseContext) -> nn.Module:
+    x_ref, y_ref = _reference_rows(ctx, config.rows, "rows")
+    return ctx.train_fresh(np.concatenate([ctx.x, x_ref]), np.concatenate([ctx.y, y_ref]))
 
 
 class RelaxLossDefense(DefenseConfig):
@@ -58,3 +62,58 @@ class RelaxLossDefense(DefenseConfig):
 @register_defense(RelaxLossDefense, "train")
 def _relaxloss(config: RelaxLossDefense, ctx: DefenseContext) -> nn.Module:
     return ctx.train_fresh(objective=RelaxLoss(config.alpha))
+
+
+class WeightDecay(DefenseConfig):
+    """Stronger L2 weight decay than the recipe's (a classic regularizer against overfitting)."""
+
+    method: Literal["weight_decay"] = "weight_decay"
+    value: float = Field(
+        5e-3, gt=0, description="weight decay coefficient (the recipe's is replaced)"
+    )
+
+
+@register_defense(WeightDecay, "train")
+def _weight_decay(config: WeightDecay, ctx: DefenseContext) -> nn.Module:
+    return ctx.train_fresh(train=ctx.train.model_copy(update={"weight_decay": config.value}))
+
+
+class EarlyStopping(DefenseConfig):
+    """Stop when the loss on held-out defender rows stops improving; keep the best epoch."""
+
+    method: Literal["early_stopping"] = "early_stopping"
+    patience: int = Field(2, ge=1, description="epochs without improvement before stopping")
+    validation_rows: int = Field(
+        1000, ge=1, description="defender reference rows that measure the held-out loss"
+    )
+
+
+class _BestEpoch(Callback):
+    """Tracks held-out loss each epoch, stops after ``patience`` epochs without a new best, and
+    restores the best epoch's weights at the end."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, patience: int) -> None:
+        self.x, self.y, self.patience = x, y, patience
+        self.best_loss, self.best_epoch, self.best_state = float("inf"), 0, None
+
+    def on_epoch_end(self, epoch: int, stats: dict[str, float], model: nn.Module) -> bool:
+        loss = evaluate(model, self.x, self.y)["loss"]
+        model.train()
+        stats["validation_loss"] = loss
+        if loss < self.best_loss:
+            self.best_loss, self.best_epoch = loss, epoch + 1
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return epoch + 1 - self.best_epoch >= self.patience
+
+    def on_train_end(self, model: nn.Module) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
+@register_defense(EarlyStopping, "train")
+def _early_stopping(config: EarlyStopping, ctx: DefenseContext) -> nn.Module:
+    x_val, y_val = _reference_rows(ctx, config.validation_rows, "validation_rows")
+    best = _BestEpoch(x_val, y_val, config.patience)
+    model = ctx.train_fresh(callbacks=[best])
+    model.privquant_defense_info = {"stopped_at_epoch": float(best.best_epoch)}  # type: ignore[attr-defined]
+    return model

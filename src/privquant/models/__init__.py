@@ -5,6 +5,7 @@ from privquant.models.registry import (
     build_model,
     check_model_name,
     count_parameters,
+    model_from_spec,
     model_names,
     register_model,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "build_model",
     "check_model_name",
     "count_parameters",
+    "model_from_spec",
     "model_names",
     "register_model",
 ]

@@ -15,7 +15,7 @@ from torch import nn
 
 from privquant.errors import ConfigError
 from privquant.models.cnn import small_cnn
-from privquant.models.layers import Normalize
+from privquant.models.layers import Normalize, batchnorm_to_groupnorm
 from privquant.models.mlp import mlp
 from privquant.models.resnet import resnet18, resnet20
 
@@ -134,6 +134,15 @@ def build_model(
             **options,
         },
     }
+    return model
+
+
+def model_from_spec(spec: dict[str, Any]) -> nn.Sequential:
+    """Rebuild the (untrained) model a checkpoint's spec describes, conversions included."""
+    model = build_model(spec["name"], **spec.get("kwargs", {}))
+    if spec.get("norm") == "group":
+        batchnorm_to_groupnorm(model)
+        model.privquant_spec = spec  # type: ignore[attr-defined]
     return model
 
 

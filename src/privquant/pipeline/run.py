@@ -20,6 +20,7 @@ import privquant
 from privquant.artifacts import ArtifactCache, atomic_write_json, code_version, content_hash
 from privquant.artifacts.atomic import atomic_write_bytes
 from privquant.artifacts.cache import MODEL_CODE_ROOTS
+from privquant.artifacts.checkpoint import META
 from privquant.attacks import run_attacks
 from privquant.data import Dataset, load_dataset
 from privquant.defenses import VariantConfig, apply_outputs, get_defense
@@ -132,12 +133,14 @@ def _signals_for_variant(
         if n_noise:
             robustness.append(noise_robustness(model, x_pool, y_pool, n_noise, seed=seed))
         member = split.keep[m]
+        trained_meta = json.loads((checkpoint / META).read_text())
         per_model.append({
             # Test accuracy is reported for targets only; scoring every shadow would double query time.
             "test_accuracy": evaluate(model, x_test, y_test)["accuracy"] if m in config.targets else None,
             "train_accuracy": float((out[member, 0].argmax(-1) == y_pool[member]).mean()),
             "size_bytes": int(size["total_bytes"]),
             "bits": bits_label(size),
+            "defense_info": trained_meta.get("defense_info"),
         })  # fmt: skip
     signals = Signals(np.stack(logits), y_pool, split.keep,
                       np.stack(population) if population else None, y_popu if population else None,
@@ -260,6 +263,7 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
                                                            run_dir, progress)  # fmt: skip
         per_model = [ModelRecord(**r) for r in meta["per_model"]]
         targets = [per_model[t] for t in config.targets]
+        infos = [r.defense_info for r in targets if r.defense_info]
         variants[variant.name] = VariantResult(
             steps=[s.model_dump(mode="json") for s in variant.steps],
             description=variant.describe(),
@@ -269,6 +273,9 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
             test_accuracy_std=float(np.std([r.test_accuracy for r in targets])),
             train_accuracy=float(np.mean([r.train_accuracy for r in targets])),
             per_model=per_model,
+            defense_info={k: float(np.mean([i[k] for i in infos])) for k in infos[0]}
+            if infos
+            else None,
         )
     timings["variants_and_signals"] = time.perf_counter() - start
 

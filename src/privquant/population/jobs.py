@@ -107,6 +107,7 @@ def train_one(job: TrainJob, ds: Dataset, cache: ArtifactCache) -> Path:
         meta = {"model": model.privquant_spec, "dataset": ds.name, "dataset_sha256": ds.checksum,
                 "n_members": int(len(job.members)), "train": job.train.model_dump(mode="json"),
                 "defense": None if job.defense is None else job.defense.model_dump(mode="json"),
+                "defense_info": getattr(model, "privquant_defense_info", None),
                 "privquant_version": privquant.__version__}  # fmt: skip
         save_checkpoint(folder, model, meta)
 

@@ -123,7 +123,7 @@ def export_quantized(model: nn.Module, folder: str | os.PathLike[str]) -> dict[s
 
 def load_quantized(folder: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the fake-quant model from an export (weights are decoded from the integers)."""
-    from privquant.models import build_model
+    from privquant.models import model_from_spec
 
     folder = Path(folder)
     for f in (TENSORS, MANIFEST):
@@ -137,7 +137,7 @@ def load_quantized(folder: str | os.PathLike[str]) -> tuple[nn.Module, dict[str,
         raise PrivquantError(
             f"{folder / MANIFEST}: no model spec; load the tensors into your own model"
         )
-    model = build_model(spec["name"], **spec["kwargs"])
+    model = model_from_spec(spec)
     if manifest.get("bn_folded"):
         model, _ = fold_batchnorm(model.eval())
     tensors = load_file(str(folder / TENSORS))

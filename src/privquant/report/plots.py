@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from privquant.results import AuditResults  # noqa: E402
+from privquant.results import AuditResults, tradeoff_points  # noqa: E402
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -62,23 +62,33 @@ def histogram_figure(results: AuditResults, attack: str) -> bytes:
     return _png(fig)
 
 
-def pareto_figure(results: AuditResults, attack: str) -> bytes:
-    """Privacy-utility-size: test accuracy vs TPR at 1% FPR, marker area by model bytes."""
-    fig, ax = plt.subplots(figsize=(5.2, 4))
-    sizes = [v.size_bytes for v in results.variants.values()]
-    biggest = max(sizes) if sizes else 1
-    for name, v in results.variants.items():
-        if attack not in v.attacks or v.test_accuracy is None:
-            continue
-        tpr = v.attacks[attack].mean["tpr@1%fpr"]
-        ax.scatter(v.test_accuracy, tpr, s=40 + 600 * v.size_bytes / biggest, alpha=0.55,
-                   label=f"{name}: {v.size_bytes / 1024:.0f} KiB, {v.bits:.2f} bits")  # fmt: skip
-    ax.axhline(0.01, color="k", ls=":", lw=0.8, label="chance (1%)")
-    ax.set(
-        xlabel="test accuracy", ylabel=f"TPR at 1% FPR ({attack})", title="privacy / utility / size"
-    )
-    ax.legend(fontsize=7, markerscale=0.4, loc="best")
-    ax.grid(alpha=0.3)
+def pareto_figure(results: AuditResults) -> bytes:
+    """Privacy-utility-size: test accuracy vs the worst-case TPR at 1% and at 0.1% FPR (one
+    panel each), marker area by model bytes; frontier points outlined and joined."""
+    points = tradeoff_points(results)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    biggest = max((p.size_bytes for p in points), default=1)
+    colors = plt.cm.tab20(np.linspace(0, 1, max(1, len(points))))
+    panels = (("tpr_1", 0.01, "frontier_1"), ("tpr_01", 0.001, "frontier_01"))
+    for ax, (metric, fpr, flag) in zip(axes, panels, strict=True):
+        for p, color in zip(points, colors, strict=True):
+            y = max(getattr(p, metric), fpr / 20)  # log axis: a zero TPR sits at the floor
+            ax.scatter(p.test_accuracy, y, s=30 + 500 * p.size_bytes / biggest, color=color, alpha=0.6,
+                       edgecolors="k" if getattr(p, flag) else "none", linewidths=1.5,
+                       label=f"{p.variant} ({p.size_bytes / 1024:.0f} KiB)")  # fmt: skip
+            ax.annotate(p.variant, (p.test_accuracy, y), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+        front = sorted((p for p in points if getattr(p, flag)), key=lambda p: p.test_accuracy)
+        if front:
+            ys = [max(getattr(p, metric), fpr / 20) for p in front]
+            ax.plot([p.test_accuracy for p in front], ys, "k--", lw=0.8, alpha=0.6)
+        ax.axhline(fpr, color="k", ls=":", lw=0.8)  # chance: TPR = FPR
+        ax.set(yscale="log", xlabel="test accuracy", ylabel=f"worst-case TPR at {100 * fpr:g}% FPR",
+               title=f"at {100 * fpr:g}% FPR (dotted: chance)")  # fmt: skip
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(fontsize=6, markerscale=0.35, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle("privacy / utility / size: outlined and joined = not dominated (higher accuracy and "
+                 "lower TPR); marker area = model bytes", fontsize=10)  # fmt: skip
     return _png(fig)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from privquant.artifacts.atomic import atomic_write_bytes
 from privquant.metrics import relative_change
 from privquant.report import plots
-from privquant.results import AttackResult, AuditResults
+from privquant.results import AttackResult, AuditResults, tradeoff_points
 
 COLUMNS = [("auc", "AUC"), ("tpr@1%fpr", "TPR@1%"), ("tpr@0.1%fpr", "TPR@0.1%"), ("tpr@0.01%fpr", "TPR@0.01%"),
            ("accuracy", "acc"), ("precision", "prec"), ("recall", "recall"), ("f1", "F1"), ("advantage", "adv"),
@@ -57,6 +57,38 @@ def metrics_rows(results: AuditResults) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+PARETO_TITLE = "Privacy / utility / size"
+PARETO_FIGURE = "figures/pareto.png"
+
+
+def tradeoff_rows(results: AuditResults) -> tuple[list[str], list[list[str]]]:
+    """The Pareto table: every variant's accuracy, worst-case leakage, size and DP epsilon."""
+    header = ["variant", "steps", "test acc", "worst TPR@1% (attack)", "worst TPR@0.1% (attack)", "bytes", "bits",
+              "DP ε", "frontier @1%", "frontier @0.1%", "frontier @1% + size"]  # fmt: skip
+    rows = []
+    for p in sorted(tradeoff_points(results), key=lambda p: -p.test_accuracy):
+        rows.append([p.variant, p.description, f"{p.test_accuracy:.4f}", f"{100 * p.tpr_1:.2f}% ({p.tpr_1_attack})",
+                     f"{100 * p.tpr_01:.2f}% ({p.tpr_01_attack})", f"{p.size_bytes:,}", f"{p.bits:.2f}",
+                     "–" if p.epsilon is None else f"{p.epsilon:.2f}",
+                     *["**yes**" if f else "no" for f in (p.frontier_1, p.frontier_01, p.frontier_1_size)]])  # fmt: skip
+    return header, rows
+
+
+def tradeoff_lines(results: AuditResults) -> list[str]:
+    header, rows = tradeoff_rows(results)
+    if not rows:
+        return []
+    return [f"## {PARETO_TITLE}", "",
+            "Leakage is each variant's worst case over the audited attacks (mean over targets). A variant is on a "
+            "frontier when no other variant is at least as good on every axis and better on one: test accuracy "
+            "and TPR at 1% FPR, test accuracy and TPR at 0.1% FPR, and test accuracy, TPR at 1% FPR and bytes. "
+            "With few targets, and 0.1% FPR resting on a handful of points, small differences are within "
+            "noise: the per-attack table below gives ± std.", "",
+            f"![{PARETO_TITLE}]({PARETO_FIGURE})", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(r) + " |" for r in rows], ""]  # fmt: skip
+
+
 def _setting(results: AuditResults) -> str:
     cfg, split = results.config, results.split
     return (f"Dataset **{results.dataset['name']}**, model **{cfg['model']['name']}**, {split['n_models']} models on "
@@ -93,6 +125,9 @@ def render_markdown(results: AuditResults, figures: dict[str, str]) -> str:
         "bootstrap CI for one target. Relative change is (FP32 − variant) / FP32, as Famili & Lao report it: "
         "positive means less leakage.",
         "",
+        *tradeoff_lines(results),
+        "## Every attack on every variant",
+        "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
         *["| " + " | ".join(r) + " |" for r in rows],
@@ -107,15 +142,19 @@ def render_markdown(results: AuditResults, figures: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    out = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+    for r in rows:
+        out += "<tr>" + "".join(f"<td>{html.escape(c.replace('**', ''))}</td>" for c in r) + "</tr>"
+    return out + "</table>"
+
+
 def render_html(
     results: AuditResults, pngs: dict[str, bytes], vulnerable_png: bytes | None = None
 ) -> str:
     name = html.escape(results.config["name"])
-    header, rows = metrics_rows(results)
-    table = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-    for r in rows:
-        table += "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-    table += "</table>"
+    table = _html_table(*tradeoff_rows(results)) + "<h2>Every attack on every variant</h2>"
+    table += _html_table(*metrics_rows(results))
     figs = "".join(
         f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,{base64.b64encode(b).decode()}'>"
         for t, b in pngs.items()
@@ -155,15 +194,17 @@ def render_report(
     headline = results.headline_attack()
     pngs = {f"ROC (log-log): {a}": plots.roc_figure(results, a) for a in results.attack_names}
     pngs[f"Score histograms: {headline}"] = plots.histogram_figure(results, headline)
-    pngs[f"Privacy / utility / size ({headline})"] = plots.pareto_figure(results, headline)
+    pareto_png = plots.pareto_figure(results)
     figures = {}
     for i, (title, data) in enumerate(pngs.items()):
         fname = f"figures/fig{i:02d}.png"
         atomic_write_bytes(run_dir / fname, data)
         figures[title] = fname
+    atomic_write_bytes(run_dir / PARETO_FIGURE, pareto_png)
     atomic_write_bytes(run_dir / "report.md", render_markdown(results, figures).encode())
     f = results.findings
     image = run_dir / f.image if f is not None and f.image else None
     vulnerable = image.read_bytes() if image is not None and image.is_file() else None
-    atomic_write_bytes(run_dir / "report.html", render_html(results, pngs, vulnerable).encode())
+    html_text = render_html(results, {PARETO_TITLE: pareto_png, **pngs}, vulnerable)
+    atomic_write_bytes(run_dir / "report.html", html_text.encode())
     return run_dir / "report.html"

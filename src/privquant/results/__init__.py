@@ -1,6 +1,7 @@
 """Typed audit results (results.json): one schema for the pipeline, the report and the CLI."""
 
 from privquant.results.compare import compare_results
+from privquant.results.pareto import TradeoffPoint, non_dominated, tradeoff_points
 from privquant.results.schema import (
     FORMAT,
     NOT_AVERAGED,
@@ -25,7 +26,10 @@ __all__ = [
     "Findings",
     "ModelRecord",
     "TopPoint",
+    "TradeoffPoint",
     "VariantResult",
     "aggregate_targets",
     "compare_results",
+    "non_dominated",
+    "tradeoff_points",
 ]

@@ -111,6 +111,9 @@ class ModelRecord(_Strict):
     train_accuracy: float
     size_bytes: int
     bits: float
+    defense_info: dict[str, float] | None = Field(
+        None, description="what the train-stage defense recorded (DP-SGD: epsilon, delta, ...)"
+    )
 
 
 class VariantResult(_Strict):
@@ -122,6 +125,9 @@ class VariantResult(_Strict):
     test_accuracy_std: float | None
     train_accuracy: float
     per_model: list[ModelRecord] = Field(default_factory=list)
+    defense_info: dict[str, float] | None = Field(
+        None, description="the targets' defense_info, averaged (DP-SGD: the epsilon spent)"
+    )
     attacks: dict[str, AttackResult] = Field(default_factory=dict)
     attacks_naive_fp32_shadows: dict[str, AttackResult] | None = Field(
         None, description="the weaker setting: target under the variant, shadows full precision"

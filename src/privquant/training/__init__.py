@@ -2,7 +2,13 @@
 
 from privquant.training.config import TrainConfig
 from privquant.training.device import seed_everything
-from privquant.training.objectives import CrossEntropy, Objective, RelaxLoss, SoftTargetCrossEntropy
+from privquant.training.objectives import (
+    CrossEntropy,
+    HighEntropyLabels,
+    Objective,
+    RelaxLoss,
+    SoftTargetCrossEntropy,
+)
 from privquant.training.trainer import (
     Callback,
     Trainer,
@@ -16,6 +22,7 @@ from privquant.training.trainer import (
 __all__ = [
     "Callback",
     "CrossEntropy",
+    "HighEntropyLabels",
     "Objective",
     "RelaxLoss",
     "SoftTargetCrossEntropy",

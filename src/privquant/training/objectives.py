@@ -100,3 +100,48 @@ class RelaxLoss(Objective):
             correct = (logits.argmax(1) == targets).float()
         per_row = -(flat * log_p).sum(-1)
         return (per_row * correct).sum() / correct.sum().clamp_min(1.0)
+
+
+def high_entropy_label_confidence(num_classes: int, entropy_fraction: float) -> float:
+    """The true-class probability p whose label (p, rest shared equally) has entropy
+    ``entropy_fraction * log(num_classes)`` (HAMP's soft labels); found by bisection."""
+    import math
+
+    k = num_classes
+    target = entropy_fraction * math.log(k)
+
+    def entropy(p: float) -> float:
+        q = (1 - p) / (k - 1)
+        return -(p * math.log(p) + (k - 1) * (q * math.log(q) if q > 0 else 0.0))
+
+    lo, hi = 1.0 / k, 1.0 - 1e-12  # entropy falls from log(k) to 0 on this interval
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if entropy(mid) > target else (lo, mid)
+    return (lo + hi) / 2
+
+
+class HighEntropyLabels(Objective):
+    """HAMP's training objective (Chen & Pattabiraman, NDSS 2024): cross-entropy against soft
+    labels of high entropy, minus ``alpha`` times the entropy of the prediction, so the model
+    is never pushed toward the overconfident outputs that give members away."""
+
+    def __init__(self, num_classes: int, entropy_fraction: float, alpha: float) -> None:
+        self.num_classes = num_classes
+        self.p_true = high_entropy_label_confidence(num_classes, entropy_fraction)
+        self.alpha = alpha
+
+    def __call__(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        model: nn.Module,
+        indices: torch.Tensor,
+    ) -> torch.Tensor:
+        log_p = F.log_softmax(logits.float(), dim=-1)
+        rest = (1 - self.p_true) / (self.num_classes - 1)
+        soft = torch.full_like(log_p, rest).scatter(1, targets[:, None], self.p_true)
+        ce = -(soft * log_p).sum(-1).mean()
+        entropy = -(log_p.exp() * log_p).sum(-1).mean()
+        return ce - self.alpha * entropy

@@ -27,8 +27,15 @@ class Callback:
     ) -> tuple[nn.Module, torch.optim.Optimizer]:
         return model, optimizer
 
-    def on_epoch_end(self, epoch: int, stats: dict[str, float], model: nn.Module) -> None:
-        pass
+    def on_step_end(self, batch_size: int) -> None:
+        """After every optimizer step (``batch_size`` may be 0 under Poisson sampling)."""
+
+    def on_epoch_end(self, epoch: int, stats: dict[str, float], model: nn.Module) -> bool | None:
+        """Return True to stop training after this epoch (early stopping)."""
+        return None
+
+    def on_train_end(self, model: nn.Module) -> None:
+        """Undo what ``on_train_start`` wrapped (hooks), restore chosen weights."""
 
 
 @dataclass
@@ -92,10 +99,14 @@ class Trainer:
         config: TrainConfig | None = None,
         objective: Objective | None = None,
         callbacks: Sequence[Callback] = (),
+        poisson_sampling: bool = False,
     ) -> None:
         self.config = config or TrainConfig()
         self.objective = objective or CrossEntropy(self.config.label_smoothing)
         self.callbacks = list(callbacks)
+        # DP-SGD's privacy accounting assumes each row joins each batch independently with
+        # probability batch_size / N (batch sizes vary); shuffling into fixed batches does not.
+        self.poisson_sampling = poisson_sampling
         self.device = resolve_device(self.config.device)
         self.amp_dtype = autocast_dtype(self.config.precision, self.device)
 
@@ -127,6 +138,7 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total))
         scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         gen = torch.Generator().manual_seed(cfg.seed)
+        rate = min(1.0, cfg.batch_size / len(x_t))
         result = TrainResult(
             precision=str(self.amp_dtype or "fp32").replace("torch.", ""), device=str(self.device)
         )
@@ -138,7 +150,17 @@ class Trainer:
             loss_sum = torch.zeros((), device=self.device)
             correct = torch.zeros((), device=self.device, dtype=torch.long)
             for s in range(steps_per_epoch):
-                idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+                if self.poisson_sampling:
+                    idx = (torch.rand(len(x_t), generator=gen) < rate).nonzero()[:, 0]
+                    idx = idx.to(self.device)
+                    if len(idx) == 0:  # nothing to learn from; the step still counts as taken
+                        scheduler.step()
+                        for cb in self.callbacks:
+                            cb.on_step_end(0)
+                        bar.update(1)
+                        continue
+                else:
+                    idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
                 xb = augment_batch(to_model_input(x_t[idx]), cfg.augment, cfg.crop_padding, gen)
                 if is_image and cfg.channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
@@ -155,6 +177,8 @@ class Trainer:
                     loss.backward()
                     optimizer.step()
                 scheduler.step()
+                for cb in self.callbacks:
+                    cb.on_step_end(len(idx))
                 loss_sum += loss.detach() * len(idx)
                 correct += (logits.detach().argmax(1) == yb).sum()
                 bar.update(1)
@@ -168,13 +192,16 @@ class Trainer:
             bar.set_postfix(
                 loss=f"{stats['train_loss']:.3f}", acc=f"{stats['train_acc_running']:.3f}"
             )
-            for cb in self.callbacks:
-                cb.on_epoch_end(epoch, stats, model)
+            stop = [cb.on_epoch_end(epoch, stats, model) for cb in self.callbacks]
+            if any(stop):
+                break
         bar.close()
+        for cb in self.callbacks:
+            cb.on_train_end(model)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         result.seconds = time.perf_counter() - start
-        result.samples_per_second = cfg.epochs * len(x_t) / result.seconds
+        result.samples_per_second = len(result.history) * len(x_t) / result.seconds
         if is_image and cfg.channels_last:  # hand back the layout users (and exporters) expect
             model.to(memory_format=torch.contiguous_format)
         model.eval()
