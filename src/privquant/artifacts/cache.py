@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from functools import cache
@@ -107,6 +109,45 @@ def code_version(
     return f"{privquant.__version__}+{h.hexdigest()[:12]}"
 
 
+def _temp_prefix(key: str) -> str:
+    # The host is part of the name: on a shared filesystem a pid means nothing elsewhere.
+    return f".{key[:16]}.{socket.gethostname()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _manifest(folder: Path) -> dict[str, list[Any]]:
+    """Size and sha256 of every file of an entry (the marker itself excluded)."""
+    out: dict[str, list[Any]] = {}
+    for f in sorted(folder.rglob("*")):
+        if f.is_file() and f.name != ArtifactCache.MARKER:
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    h.update(block)
+            out[str(f.relative_to(folder))] = [f.stat().st_size, h.hexdigest()]
+    return out
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file of a finished entry to disk before it is published."""
+    for f in folder.rglob("*"):
+        if f.is_file():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
 class ArtifactCache:
     """Folders keyed by content hash under ``root``; an entry appears whole or not at all."""
 
@@ -114,6 +155,7 @@ class ArtifactCache:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._verified: set[Path] = set()
 
     def key(self, **parts: Any) -> str:
         return content_hash({"code": code_version(), **parts})
@@ -122,24 +164,89 @@ class ArtifactCache:
         return self.root / key[:2] / key
 
     def get(self, key: str) -> Path | None:
+        """The complete, undamaged entry for ``key``, or None.
+
+        Every file is checked against the size and sha256 recorded when the entry was built
+        (once per process); a damaged entry is moved aside and deleted, so it is rebuilt.
+        """
         p = self.path(key)
-        return p if (p / self.MARKER).is_file() else None
+        marker = p / self.MARKER
+        if not marker.is_file():
+            return None
+        if p in self._verified:
+            return p
+        try:
+            recorded = json.loads(marker.read_text())
+            files = recorded["files"]
+            damaged = recorded.get("key") != key or _manifest(p) != files
+        except (OSError, ValueError, KeyError, TypeError):
+            damaged = True
+        if damaged:
+            self._discard(p, key)
+            return None
+        self._verified.add(p)
+        return p
+
+    def _discard(self, entry: Path, key: str) -> None:
+        aside = Path(
+            tempfile.mkdtemp(prefix=f"{_temp_prefix(key)}{os.getpid()}.", dir=entry.parent)
+        )
+        with contextlib.suppress(OSError):  # another process discarded it first
+            os.replace(entry, aside / "damaged")
+        shutil.rmtree(aside, ignore_errors=True)
 
     def get_or_create(self, key: str, build: Callable[[Path], None]) -> Path:
-        """Return the entry for ``key``, calling ``build(tmp_dir)`` to create it when missing."""
+        """Return the entry for ``key``, calling ``build(tmp_dir)`` to create it when missing.
+
+        Safe for concurrent runs sharing the cache (processes or cluster workers): each builds
+        in its own temp folder and publishes it with one atomic rename; a finished entry is
+        never deleted or replaced, so a reader never sees it change. Temp folders of builders
+        that died (a killed run or worker) are removed.
+        """
         hit = self.get(key)
         if hit is not None:
             return hit
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=final.parent))
+        self._remove_stale_temps(final.parent, key)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_temp_prefix(key)}{os.getpid()}.", dir=final.parent))
         try:
             build(tmp)
-            (tmp / self.MARKER).write_text(key + "\n")
-            if final.exists():  # an incomplete leftover from an interrupted run
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            marker = {"key": key, "files": _manifest(tmp)}
+            (tmp / self.MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
+            _fsync_tree(tmp)
+            self._publish(tmp, final, key)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return final
+
+    def _publish(self, tmp: Path, final: Path, key: str) -> None:
+        try:
+            os.rename(tmp, final)  # fails if final exists (a directory that is not empty)
+            return
+        except OSError:
+            if self.get(key) is not None:  # another run finished the same entry first: keep it
+                return
+        # An incomplete leftover (no marker) from an interrupted run: move it aside atomically,
+        # then publish. Nobody reads an entry without its marker, so this deletes nothing in use.
+        aside = Path(
+            tempfile.mkdtemp(prefix=f"{_temp_prefix(key)}{os.getpid()}.", dir=final.parent)
+        )
+        with contextlib.suppress(OSError):  # someone else moved it already
+            os.replace(final, aside / "old")
+        shutil.rmtree(aside, ignore_errors=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if self.get(key) is None:
+                raise
+
+    @staticmethod
+    def _remove_stale_temps(folder: Path, key: str) -> None:
+        """Delete temp folders of this key whose builder process (on this host) is gone."""
+        prefix = _temp_prefix(key)
+        for p in folder.glob(prefix + "*"):
+            pid = p.name[len(prefix) :].split(".", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(p, ignore_errors=True)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from privquant.defenses import VariantConfig, format_location
 from privquant.errors import ConfigError
+from privquant.population.executor import ExecutorConfig
 from privquant.training import TrainConfig
 
 
@@ -91,6 +92,9 @@ class AuditConfig(_Strict):
     naive: bool = Field(False, description="also attack each variant with full-precision shadows")
     bootstrap: int = Field(200, ge=0)
     cache_dir: str | None = Field(None, description="trained-model cache (default: RUN_DIR/cache)")
+    executor: ExecutorConfig = Field(
+        default_factory=ExecutorConfig, description="where jobs run: local (default) or ray"
+    )
 
     @field_validator("attacks")
     @classmethod

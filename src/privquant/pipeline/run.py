@@ -20,22 +20,13 @@ import privquant
 from privquant.artifacts import ArtifactCache, atomic_write_json, code_version, content_hash
 from privquant.artifacts.atomic import atomic_write_bytes
 from privquant.artifacts.cache import MODEL_CODE_ROOTS
-from privquant.artifacts.checkpoint import META
 from privquant.attacks import run_attacks
 from privquant.data import Dataset, load_dataset
-from privquant.defenses import VariantConfig, apply_outputs, get_defense
+from privquant.defenses import VariantConfig, get_defense
 from privquant.machine import machine_info
 from privquant.membership import MembershipSplit, make_split
 from privquant.pipeline.config import AuditConfig
-from privquant.population import (
-    DeployJob,
-    bits_label,
-    context_for,
-    deploy_one,
-    load_deployed,
-    model_factory,
-    train_population,
-)
+from privquant.population import DeployJob, Executor, QueryJob, query_one, train_population
 from privquant.results import (
     AttackResult,
     AuditResults,
@@ -45,8 +36,7 @@ from privquant.results import (
     TopPoint,
     VariantResult,
 )
-from privquant.signals import Signals, View, noise_robustness, query_logits, query_views
-from privquant.training import evaluate
+from privquant.signals import Signals
 
 SIGNALS_CODE = (*MODEL_CODE_ROOTS, "privquant.signals")
 ATTACK_CODE = ("privquant.attacks", "privquant.metrics", "privquant.results")
@@ -73,7 +63,12 @@ def _population_key(variant: VariantConfig) -> str:
 
 
 def _train_populations(
-    config: AuditConfig, ds: Dataset, split: MembershipSplit, cache: ArtifactCache, progress: bool
+    config: AuditConfig,
+    ds: Dataset,
+    split: MembershipSplit,
+    cache: ArtifactCache,
+    executor: Executor,
+    progress: bool,
 ) -> dict[str, list[Path]]:
     """One population per distinct train stage (plain training first); variants share them."""
     populations: dict[str, list[Path]] = {}
@@ -81,7 +76,7 @@ def _train_populations(
         key = _population_key(variant)
         if key not in populations:
             populations[key] = train_population(ds, split, config.model.name, config.train, cache, config.model.options,
-                                                defense=variant.train_step, progress=progress)  # fmt: skip
+                                                defense=variant.train_step, executor=executor, progress=progress)  # fmt: skip
     return populations
 
 
@@ -92,7 +87,7 @@ def _signals_for_variant(
     split: MembershipSplit,
     checkpoints: list[Path],
     cache: ArtifactCache,
-    views: list[View],
+    executor: Executor,
     run_dir: Path,
     progress: bool,
 ) -> tuple[Signals, dict]:
@@ -108,44 +103,33 @@ def _signals_for_variant(
     meta = _read_if_key(meta_path, key)
     if meta is not None and sig_path.is_file():
         return Signals.load(sig_path), meta
-    x_pool, y_pool = ds.x_train[split.pool], ds.y_train[split.pool]
-    x_test, y_test = ds.x_test[split.test], ds.y_test[split.test]
-    x_popu, y_popu = ds.x_train[split.population], ds.y_train[split.population]
-    model_fn = model_factory(config.model.name, ds.num_classes, config.model.options)
-    n_noise = config.population.noise_queries
-    logits, population, robustness, per_model = [], [], [], []
-    start = time.perf_counter()
-    bar = tqdm(checkpoints, desc=f"variant {variant.name}", unit="model", disable=not progress)
-    for m, checkpoint in enumerate(bar):
+    jobs = []
+    for m, checkpoint in enumerate(checkpoints):
         seed = config.seed + m
         train = config.train.model_copy(update={"seed": seed})
-        job = DeployJob(index=m, checkpoint=checkpoint, members=split.members(m), train=train, seed=seed,
-                        model=config.model.name, model_options=config.model.options,
-                        transforms=tuple(variant.transform_steps), reference=split.reference)  # fmt: skip
-        model, size = load_deployed(deploy_one(job, ds, cache))
-        if variant.output_steps:
-            ctx = context_for(ds, job.members, split.reference, train, seed, model_fn, cache)
-            model = apply_outputs(variant.output_steps, model, ctx)
-        out = query_logits(model, x_pool, views)
-        logits.append(out)
-        if len(split.population):
-            population.append(query_logits(model, x_popu, views))
-        if n_noise:
-            robustness.append(noise_robustness(model, x_pool, y_pool, n_noise, seed=seed))
-        member = split.keep[m]
-        trained_meta = json.loads((checkpoint / META).read_text())
-        per_model.append({
-            # Test accuracy is reported for targets only; scoring every shadow would double query time.
-            "test_accuracy": evaluate(model, x_test, y_test)["accuracy"] if m in config.targets else None,
-            "train_accuracy": float((out[member, 0].argmax(-1) == y_pool[member]).mean()),
-            "size_bytes": int(size["total_bytes"]),
-            "bits": bits_label(size),
-            "defense_info": trained_meta.get("defense_info"),
-        })  # fmt: skip
-    signals = Signals(np.stack(logits), y_pool, split.keep,
-                      np.stack(population) if population else None, y_popu if population else None,
-                      {"noise_robustness": np.stack(robustness)} if robustness else {})  # fmt: skip
-    meta = {"key": key, "per_model": per_model, "seconds": time.perf_counter() - start}
+        deploy = DeployJob(index=m, checkpoint=checkpoint, members=split.members(m), train=train, seed=seed,
+                           model=config.model.name, model_options=config.model.options,
+                           transforms=tuple(variant.transform_steps), reference=split.reference)  # fmt: skip
+        jobs.append(QueryJob(deploy, tuple(variant.output_steps), split.pool, split.population,
+                             split.test if m in config.targets else None, config.population.queries,
+                             config.population.query_shift, config.population.noise_queries))  # fmt: skip
+    start = time.perf_counter()
+    outs = executor.map(query_one, jobs, desc=f"variant {variant.name}", progress=progress,
+                        shared={"ds": ds, "cache": cache})  # fmt: skip
+    has_population = outs[0]["population"] is not None
+    extras = (
+        {"noise_robustness": np.stack([o["robustness"] for o in outs])}
+        if outs[0]["robustness"] is not None
+        else {}
+    )
+    signals = Signals(np.stack([o["logits"] for o in outs]), ds.y_train[split.pool], split.keep,
+                      np.stack([o["population"] for o in outs]) if has_population else None,
+                      ds.y_train[split.population] if has_population else None, extras)  # fmt: skip
+    meta = {
+        "key": key,
+        "per_model": [o["record"] for o in outs],
+        "seconds": time.perf_counter() - start,
+    }
     signals.save(sig_path)
     atomic_write_json(meta_path, meta)
     return signals, meta
@@ -250,16 +234,16 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
     cache = ArtifactCache(config.cache_dir or run_dir / "cache")
 
     start = time.perf_counter()
-    populations = _train_populations(config, ds, split, cache, progress)
+    executor = config.executor.build()
+    populations = _train_populations(config, ds, split, cache, executor, progress)
     timings["train_models"] = time.perf_counter() - start
 
-    views = query_views(ds.kind, config.population.queries, config.population.query_shift)
     variants: dict[str, VariantResult] = {}
     signals: dict[str, Signals] = {}
     start = time.perf_counter()
     for variant in config.variants:
         checkpoints = populations[_population_key(variant)]
-        signals[variant.name], meta = _signals_for_variant(config, variant, ds, split, checkpoints, cache, views,
+        signals[variant.name], meta = _signals_for_variant(config, variant, ds, split, checkpoints, cache, executor,
                                                            run_dir, progress)  # fmt: skip
         per_model = [ModelRecord(**r) for r in meta["per_model"]]
         targets = [per_model[t] for t in config.targets]

@@ -7,7 +7,7 @@ from privquant.population.deploy import (
     deploy_one,
     load_deployed,
 )
-from privquant.population.executor import Executor, LocalExecutor
+from privquant.population.executor import Executor, ExecutorConfig, LocalExecutor
 from privquant.population.jobs import (
     TrainJob,
     context_for,
@@ -16,11 +16,14 @@ from privquant.population.jobs import (
     train_job_model,
     train_one,
 )
+from privquant.population.query import QueryJob, query_one
 from privquant.population.train import population_jobs, train_population
 
 __all__ = [
     "DeployJob",
     "Executor",
+    "ExecutorConfig",
+    "QueryJob",
     "LocalExecutor",
     "TrainJob",
     "bits_label",
@@ -31,6 +34,7 @@ __all__ = [
     "load_deployed",
     "model_factory",
     "population_jobs",
+    "query_one",
     "train_job_model",
     "train_one",
     "train_population",

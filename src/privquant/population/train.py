@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,5 +56,5 @@ def train_population(
     jobs = population_jobs(split, model, config, model_options, defense)
     desc = "models" if defense is None else f"models ({defense.method})"
     return (executor or LocalExecutor()).map(
-        partial(train_one, ds=ds, cache=cache), jobs, desc=desc, progress=progress
+        train_one, jobs, desc=desc, progress=progress, shared={"ds": ds, "cache": cache}
     )
