@@ -207,3 +207,15 @@ def test_bad_cli_input_is_one_clear_line(
     with pytest.raises(SystemExit) as e:  # argparse: usage line + one error line, rc 2
         main(["train", "--train-size", "-5", "--out", str(tmp_path / "x")])
     assert e.value.code == 2 and "expected a count >= 0, got -5" in capsys.readouterr().err
+
+
+def test_unexpected_errors_are_one_line_with_rc_2_and_debug_shows_the_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"name: \xff\xfe\n")  # not UTF-8
+    assert main(["run", str(bad), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("privquant: error:") and "Traceback" not in err[0]
+    with pytest.raises(Exception):  # noqa: B017 (any: --debug re-raises the original error)
+        main(["--debug", "run", str(bad), "--out", str(tmp_path / "r")])

@@ -108,8 +108,8 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_interrupted_run_resumes_without_retraining_and_matches_a_fresh_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, finished_run: Path
 ) -> None:
-    import privquant.pipeline.run as run_module
     import privquant.population.jobs as jobs
+    import privquant.population.query as run_module
 
     real_deploy, calls = run_module.deploy_one, {"n": 0}
 
@@ -285,3 +285,29 @@ def test_configs_that_would_fail_late_fail_at_validation(patch: dict, message: s
     with pytest.raises(ConfigError) as e:
         load_config({**TINY, **patch})
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize("patch,message", [
+    ({"model": {"name": "mlp", "options": {"bogus": 1}}}, "model.options: mlp rejected"),
+    ({"train": {**TINY["train"], "device": "cuda"}}, "train.device"),
+    ({"variants": [{"name": "fp32", "method": "none"},
+                   {"name": "q", "method": "ptq", "quant": {"weight_bits": 4, "layer_bits": {"nope": 2}}}]},
+     "variants.q.steps.0.quant.layer_bits: unknown layers"),
+])  # fmt: skip
+def test_a_failing_rerun_leaves_a_finished_run_untouched(patch: dict, message: str, finished_run: Path,
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    import shutil
+
+    import torch
+
+    if "device" in patch.get("train", {}) and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns("cache"))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match=message):
+        run_audit(load_config({**TINY, **patch}), run, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    with pytest.raises(ConfigError, match=message):  # a new folder is not even created
+        run_audit(load_config({**TINY, **patch}), tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()

@@ -92,3 +92,58 @@ def test_report_renders_from_a_results_file(results: AuditResults, tmp_path: Pat
     assert AuditResults.load(tmp_path) == results
     assert render_report(tmp_path / "results.json").parent == tmp_path
     assert (tmp_path / "report.html").is_file() and (tmp_path / "figures").is_dir()
+
+
+def test_non_dominated_marks_exactly_the_pareto_front() -> None:
+    from privquant.results import non_dominated
+
+    # (error, leakage): a and b trade off, c is dominated by a, d duplicates b (ties stay on).
+    points = [(0.10, 0.05), (0.15, 0.02), (0.12, 0.06), (0.15, 0.02), (0.30, 0.01)]
+    assert non_dominated(points) == [True, True, False, True, True]
+
+
+def test_tradeoff_points_use_the_worst_attack_and_the_verdict_follows_the_numbers() -> None:
+    from pathlib import Path
+
+    from privquant.report.render import tradeoff_rows, verdict
+    from privquant.results import AuditResults, tradeoff_points
+
+    results = AuditResults.load(Path(__file__).parents[1] / "docs/results/demo_defense")
+    points = {p.variant: p for p in tradeoff_points(results)}
+    for name, p in points.items():
+        attacks = results.variants[name].attacks
+        assert p.tpr_1 == max(a.mean["tpr@1%fpr"] for a in attacks.values())
+        assert p.tpr_01 == max(a.mean["tpr@0.1%fpr"] for a in attacks.values())
+    # fp32 has the best accuracy: always on the frontier; qat4 (same TPR@1%, lower accuracy) is not.
+    assert points["fp32"].frontier_1 and not points["qat4"].frontier_1
+    # sd_qat2 is dominated at 1% FPR by sd_qat4 (higher accuracy, lower TPR) but is the smallest.
+    assert not points["sd_qat2"].frontier_1 and points["sd_qat2"].frontier_1_size
+    text = " ".join(verdict(results))
+    assert "No variant within 1 point of FP32's test accuracy leaks less than FP32" in text
+    assert "Least leakage overall: `sd_qat4`" in text
+    header, rows = tradeoff_rows(results)
+    assert len(rows) == len(results.variants) and "frontier @1%" in header
+
+
+def test_tidy_table_has_one_row_per_variant_attack_target() -> None:
+    from pathlib import Path
+
+    from privquant.results import AuditResults
+
+    results = AuditResults.load(Path(__file__).parents[1] / "docs/results/demo_defense")
+    rows = results.tidy()
+    expected = sum(len(a.per_target) for v in results.variants.values()
+                   for attacks in (v.attacks, v.attacks_naive_fp32_shadows or {}) for a in attacks.values())  # fmt: skip
+    assert len(rows) == expected
+    row = next(
+        r
+        for r in rows
+        if r["variant"] == "sd_qat4" and r["attack"] == "rmia_online" and r["target"] == 1
+    )
+    assert (
+        row["tpr@1%fpr"]
+        == results.variants["sd_qat4"].attacks["rmia_online"].per_target["1"]["tpr@1%fpr"]
+    )
+    assert (
+        row["setting"] == "adaptive" and row["size_bytes"] == results.variants["sd_qat4"].size_bytes
+    )

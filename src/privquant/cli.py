@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -491,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
         "and audit the result.",
     )
     p.add_argument("--version", action="version", version=f"privquant {privquant.__version__}")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the Python traceback of an error (for bug reports)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="find, download and inspect datasets")
@@ -638,8 +644,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except KeyboardInterrupt:
+        print(
+            "privquant: interrupted; rerun the same command to resume from the cache",
+            file=sys.stderr,
+        )
+        return 130
     except PrivquantError as e:
+        if args.debug:
+            raise
         print(f"privquant: error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, RuntimeError, UnicodeError, zipfile.BadZipFile) as e:
+        # Anything else the inputs can provoke (a bad file, a full disk, a wrong shape): one
+        # line naming what went wrong; the traceback is for --debug.
+        if args.debug:
+            raise
+        where = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""
+        print(f"privquant: error: {type(e).__name__}{where}: {e}  [--debug shows the traceback]",
+              file=sys.stderr)  # fmt: skip
         return 2
 
 

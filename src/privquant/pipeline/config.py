@@ -159,6 +159,8 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> AuditConfig:
             source = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
         if not isinstance(source, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     try:

@@ -215,22 +215,56 @@ def _findings(
                              "score": p.score} for p, r in zip(top, rows, strict=True)])  # fmt: skip
 
 
+def _preflight(config: AuditConfig, ds: Dataset) -> None:
+    """Checks that need the data: everything that would otherwise fail after hours of training."""
+    from privquant.errors import ConfigError
+    from privquant.population import model_factory
+    from privquant.quant.apply import layer_bits_map
+    from privquant.training.device import resolve_device
+
+    try:
+        resolve_device(config.train.device)
+    except RuntimeError as e:
+        raise ConfigError(f"train.device: {e}") from None
+    model = model_factory(config.model.name, ds.num_classes, config.model.options)(ds.x_train[:2])
+    for variant in config.variants:
+        for i, step in enumerate(variant.steps):
+            quant = getattr(step, "quant", None)
+            if quant is not None and quant.layer_bits:
+                try:
+                    layer_bits_map(model, quant)
+                except ConfigError as e:
+                    raise ConfigError(f"variants.{variant.name}.steps.{i}.quant.{e}") from None
+
+
+def _start_run_folder(config: AuditConfig, run_dir: Path, split: MembershipSplit) -> None:
+    """Record config and split; results of a different earlier config are removed first, so the
+    folder never pairs one config's results with another's split."""
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode()
+    previous = run_dir / "config.yaml"
+    if previous.is_file() and previous.read_bytes() != text:
+        for stale in ("results.json", "report.md", "report.html"):
+            (run_dir / stale).unlink(missing_ok=True)
+    atomic_write_bytes(previous, text)
+    split.save(run_dir / "split.npz")
+
+
 def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -> AuditResults:
-    """Run the whole audit described by ``config`` into ``run_dir``; return its results."""
+    """Run the whole audit described by ``config`` into ``run_dir``; return its results.
+
+    Nothing in ``run_dir`` is touched until the data loads, the split is drawn and the config
+    passes the checks that need the data (model options, device, layer names).
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    atomic_write_bytes(
-        run_dir / "config.yaml",
-        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode(),
-    )
-
     ds = load_dataset(config.data.name)
     split = make_split(len(ds.y_train), len(ds.y_test), config.data.pool_size, config.population.n_models,
                        config.data.reference_size, config.data.test_size, seed=config.seed,
                        balanced=config.population.balanced, population_size=config.data.population_size)  # fmt: skip
-    split.save(run_dir / "split.npz")
+    _preflight(config, ds)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _start_run_folder(config, run_dir, split)
     cache = ArtifactCache(config.cache_dir or run_dir / "cache")
 
     start = time.perf_counter()

@@ -10,7 +10,7 @@ from pathlib import Path
 from privquant.artifacts.atomic import atomic_write_bytes
 from privquant.metrics import relative_change
 from privquant.report import plots
-from privquant.results import AttackResult, AuditResults, tradeoff_points
+from privquant.results import AttackResult, AuditResults, TradeoffPoint, tradeoff_points
 
 COLUMNS = [("auc", "AUC"), ("tpr@1%fpr", "TPR@1%"), ("tpr@0.1%fpr", "TPR@0.1%"), ("tpr@0.01%fpr", "TPR@0.01%"),
            ("accuracy", "acc"), ("precision", "prec"), ("recall", "recall"), ("f1", "F1"), ("advantage", "adv"),
@@ -74,6 +74,41 @@ def tradeoff_rows(results: AuditResults) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def verdict(results: AuditResults, tolerance: float = 0.01) -> list[str]:
+    """Sentences that answer "which variant should I ship, and how much does it leak?",
+    generated from the numbers (worst case over attacks, means over targets)."""
+    points = {p.variant: p for p in tradeoff_points(results)}
+    fp = points.get("fp32")
+    if fp is None or len(points) < 2:
+        return []
+
+    def leak(p: TradeoffPoint) -> str:
+        return (
+            f"worst-case TPR {100 * p.tpr_1:.1f}% at 1% FPR and {100 * p.tpr_01:.2f}% at 0.1% FPR"
+        )
+
+    def ratio(p: TradeoffPoint) -> float:  # the worse of the two TPRs, relative to FP32's
+        return max(p.tpr_1 / max(fp.tpr_1, 1e-9), p.tpr_01 / max(fp.tpr_01, 1e-9))
+
+    within = [p for p in points.values() if p.test_accuracy >= fp.test_accuracy - tolerance]
+    safest = min(within, key=lambda p: (ratio(p), p.size_bytes))
+    lines = []
+    if safest.variant == "fp32" or ratio(safest) >= 1:
+        lines.append(f"**No variant within {100 * tolerance:g} point of FP32's test accuracy leaks less than FP32** "
+                     f"(FP32: {100 * fp.test_accuracy:.2f}% accuracy, {leak(fp)}).")  # fmt: skip
+    else:
+        lines.append(f"**Ship `{safest.variant}`** ({safest.description}): the least leaky variant within "
+                     f"{100 * tolerance:g} point of FP32's test accuracy — {100 * safest.test_accuracy:.2f}% vs "
+                     f"{100 * fp.test_accuracy:.2f}%, {leak(safest)} (FP32: {100 * fp.tpr_1:.1f}% and "
+                     f"{100 * fp.tpr_01:.2f}%), {safest.size_bytes:,} bytes "
+                     f"({fp.size_bytes / max(1, safest.size_bytes):.1f}x smaller than FP32).")  # fmt: skip
+    lowest = min(points.values(), key=lambda p: (ratio(p), -p.test_accuracy))
+    if lowest.variant != safest.variant:
+        lines.append(f"Least leakage overall: `{lowest.variant}` ({lowest.description}), {leak(lowest)}, at "
+                     f"{100 * (fp.test_accuracy - lowest.test_accuracy):.1f} points of test accuracy below FP32.")  # fmt: skip
+    return lines
+
+
 def tradeoff_lines(results: AuditResults) -> list[str]:
     header, rows = tradeoff_rows(results)
     if not rows:
@@ -125,12 +160,18 @@ def render_markdown(results: AuditResults, figures: dict[str, str]) -> str:
         "bootstrap CI for one target. Relative change is (FP32 − variant) / FP32, as Famili & Lao report it: "
         "positive means less leakage.",
         "",
+        *verdict(results),
+        "",
         *tradeoff_lines(results),
         "## Every attack on every variant",
+        "",
+        "<details><summary>The full table: every attack, every metric, 95% CIs or ± std over targets</summary>",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
         *["| " + " | ".join(r) + " |" for r in rows],
+        "",
+        "</details>",
         "",
     ]
     for title, fname in figures.items():
@@ -153,8 +194,10 @@ def render_html(
     results: AuditResults, pngs: dict[str, bytes], vulnerable_png: bytes | None = None
 ) -> str:
     name = html.escape(results.config["name"])
-    table = _html_table(*tradeoff_rows(results)) + "<h2>Every attack on every variant</h2>"
-    table += _html_table(*metrics_rows(results))
+    sentences = "".join(f"<p>{html.escape(s).replace('**', '')}</p>" for s in verdict(results))
+    table = sentences + _html_table(*tradeoff_rows(results))
+    table += "<details><summary>Every attack on every variant (full table)</summary>"
+    table += _html_table(*metrics_rows(results)) + "</details>"
     figs = "".join(
         f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,{base64.b64encode(b).decode()}'>"
         for t, b in pngs.items()

@@ -169,6 +169,22 @@ class AuditResults(_Strict):
                    for a, r in v.attacks.items() if a in fp.attacks},
             }  # fmt: skip
 
+    def tidy(self) -> list[dict[str, Any]]:
+        """One row per variant x attack x target (adaptive and, where run, naive setting), with
+        the variant's accuracy, size and bits and every float metric: ready for
+        ``pandas.DataFrame(results.tidy())``."""
+        rows = []
+        for name, v in self.variants.items():
+            settings = [("adaptive", v.attacks), ("naive", v.attacks_naive_fp32_shadows or {})]
+            for setting, attacks in settings:
+                for attack, r in attacks.items():
+                    for target, metrics in r.per_target.items():
+                        rows.append({"variant": name, "steps": v.description, "setting": setting,
+                                     "attack": attack, "target": int(target), "bits": v.bits,
+                                     "size_bytes": v.size_bytes, "test_accuracy": v.test_accuracy,
+                                     **{k: x for k, x in metrics.items() if isinstance(x, float)}})  # fmt: skip
+        return rows
+
     def save(self, path: str | os.PathLike[str], compact: bool = False) -> None:
         data = self.model_dump(mode="json")
         if compact:  # for committing results: one line, no indentation
