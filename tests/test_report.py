@@ -62,7 +62,8 @@ def test_markdown_has_every_row_and_the_paper_reductions(
 ) -> None:
     render_report(results, tmp_path)
     md = (tmp_path / "report.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    full = md[md.index("## Every attack on every variant") :]  # below the verdict and Pareto table
+    rows = [line for line in full.splitlines() if line.startswith("| ") and "---" not in line][1:]
     labels = [(r.split(" | ")[0].lstrip("| "), r.split(" | ")[5]) for r in rows]
     assert labels == [("fp32", "loss"), ("fp32", "rmia_online"), ("q4", "loss"), ("q4", "rmia_online"),
                       ("q4 (naive: FP32 shadows)", "loss"), ("q4 (naive: FP32 shadows)", "rmia_online")]  # fmt: skip
@@ -83,7 +84,10 @@ def test_html_is_escaped_and_self_contained(results: AuditResults, tmp_path: Pat
     assert "digits &amp; co" in page
     sources = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]*)['"]""", page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    assert page.count("<tr>") == 1 + 6  # header + every variant x attack row, naive rows included
+    # Pareto table (header + 2 variants), then the full table (header + every variant x attack
+    # row, naive rows included) inside a collapsible block.
+    assert page.count("<tr>") == (1 + 2) + (1 + 6)
+    assert page.index("<details>") < page.index("q4 (naive: FP32 shadows)")
     assert "q4 (naive: FP32 shadows)" in page
 
 
