@@ -276,3 +276,18 @@ def test_download_verifies_checksum_and_leaves_nothing_on_mismatch(tmp_path: Pat
     with pytest.raises(DatasetError, match="expected 0+"):
         download(src.as_uri(), tmp_path / "dl" / "bad.bin", md5="0" * 32)
     assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["file.bin"]
+
+
+def test_a_damaged_decoded_cache_is_rebuilt(tmp_path: Path, isolated_cache: Path) -> None:
+    write_cifar10_archive(tmp_path / "data" / "cifar-10-python.tar.gz")
+    ds = load_dataset("cifar10")
+    (cached,) = (isolated_cache / "decoded").glob("cifar10-*.npz")
+    good = cached.read_bytes()
+    for damage in (
+        good[: len(good) // 2],
+        good[:-200] + bytes(200),
+    ):  # truncated; same size, zeroed
+        cached.write_bytes(damage)
+        again = load_dataset("cifar10")  # no BadZipFile, no silently different arrays
+        assert again.checksum == ds.checksum
+        assert cached.read_bytes() == good  # and the entry was rewritten whole

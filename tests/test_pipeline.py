@@ -311,3 +311,19 @@ def test_a_failing_rerun_leaves_a_finished_run_untouched(patch: dict, message: s
     with pytest.raises(ConfigError, match=message):  # a new folder is not even created
         run_audit(load_config({**TINY, **patch}), tmp_path / "new", progress=False)
     assert not (tmp_path / "new").exists()
+
+
+def test_a_truncated_signals_file_is_recomputed(finished_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    from privquant.signals import Signals
+
+    sig = run / "signals" / "ptq4.npz"
+    logits = Signals.load(sig).logits
+    data = sig.read_bytes()
+    sig.write_bytes(data[: len(data) // 3])  # as a full disk or a kill mid-copy would leave it
+    again = run_audit(load_config(TINY), run, progress=False)
+    np.testing.assert_array_equal(Signals.load(sig).logits, logits)
+    assert _metrics(again) == _metrics(AuditResults.load(finished_run))

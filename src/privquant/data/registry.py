@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,17 +138,19 @@ def _read_cached(f: Path) -> Dataset | None:
         meta = json.loads(meta_f.read_text())
         with np.load(f, allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        return Dataset(meta["name"], meta["kind"], **arrays, classes=meta["classes"],
-                       source=meta["source"], extra=meta.get("extra", {}))  # fmt: skip
-    except (OSError, ValueError, KeyError):
+        ds = Dataset(meta["name"], meta["kind"], **arrays, classes=meta["classes"],
+                     source=meta["source"], extra=meta.get("extra", {}))  # fmt: skip
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # a damaged cache entry is rebuilt, never trusted
+    # Same size but different bytes (bit rot, a partial overwrite): the recorded hash says so.
+    return ds if meta.get("sha256") in (None, ds.checksum) else None
 
 
 def _write_cached(f: Path, ds: Dataset) -> None:
     with atomic_path(f) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
     meta = {"name": ds.name, "kind": ds.kind, "classes": ds.classes, "source": ds.source,
-            "extra": ds.extra}  # fmt: skip
+            "extra": ds.extra, "sha256": ds.checksum}  # fmt: skip
     atomic_write_json(f.with_suffix(".json"), meta)
 
 

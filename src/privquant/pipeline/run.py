@@ -23,6 +23,7 @@ from privquant.artifacts.cache import MODEL_CODE_ROOTS
 from privquant.attacks import run_attacks
 from privquant.data import Dataset, load_dataset
 from privquant.defenses import VariantConfig, get_defense
+from privquant.errors import PrivquantError
 from privquant.machine import machine_info
 from privquant.membership import MembershipSplit, make_split
 from privquant.pipeline.config import AuditConfig
@@ -102,7 +103,10 @@ def _signals_for_variant(
                         "noise_queries": config.population.noise_queries, "seed": config.seed})  # fmt: skip
     meta = _read_if_key(meta_path, key)
     if meta is not None and sig_path.is_file():
-        return Signals.load(sig_path), meta
+        try:
+            return Signals.load(sig_path), meta
+        except PrivquantError:  # damaged (e.g. truncated by a full disk): recompute it
+            pass
     jobs = []
     for m, checkpoint in enumerate(checkpoints):
         seed = config.seed + m
