@@ -219,3 +219,20 @@ def test_unexpected_errors_are_one_line_with_rc_2_and_debug_shows_the_traceback(
     assert len(err) == 1 and err[0].startswith("privquant: error:") and "Traceback" not in err[0]
     with pytest.raises(Exception):  # noqa: B017 (any: --debug re-raises the original error)
         main(["--debug", "run", str(bad), "--out", str(tmp_path / "r")])
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--data", "digits", "--model", "mlp", "--epochs", "50"],
+    ["run", "src/privquant/pipeline/demo.yaml"],
+])  # fmt: skip
+def test_an_unusable_out_is_refused_before_any_work(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "taken"
+    a_file.write_text("keep me")
+    assert main([*command, "--out", str(a_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"privquant: error: --out {a_file}: is a file; expected a folder"]
+    assert a_file.read_text() == "keep me"
+    assert main([*command, "--out", str(a_file / "below")]) == 2  # a file where a folder must go
+    assert "not a writable folder" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import zipfile
@@ -640,9 +641,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+FILE_OUTPUTS = ("signals",)  # commands whose --out is a file; every other --out is a folder
+
+
+def check_out(command: str, out: str | None) -> None:
+    """Refuse an unusable --out before any work (a trained model must never be lost at the end)."""
+    if not out:
+        return
+    path = Path(out)
+    want_file = command in FILE_OUTPUTS
+    if path.exists() and path.is_dir() == want_file:
+        kind = "a folder" if path.is_dir() else "a file"
+        raise PrivquantError(
+            f"--out {out}: is {kind}; expected {'a file path' if want_file else 'a folder'}"
+        )
+    parent = path.parent if want_file or not path.exists() else path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise PrivquantError(f"--out {out}: cannot write under {parent} (not a writable folder)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_out(args.command, getattr(args, "out", None))
         return int(args.func(args))
     except KeyboardInterrupt:
         print(
