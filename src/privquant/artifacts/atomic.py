@@ -16,7 +16,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The pid in the name lets a later run tell a dead writer's debris from a live write.
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -34,3 +37,25 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, sort_keys: bool = True) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n").encode())
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> int:
+    """Delete temp files under ``folder`` left by writers that died (killed runs); return how many."""
+    removed = 0
+    for p in Path(folder).rglob(".*.tmp"):
+        pids = [x[3:] for x in p.name.split(".") if x.startswith("pid") and x[3:].isdigit()]
+        pid = int(pids[-1]) if pids else None
+        if pid is not None and not _alive(pid):
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 import privquant
 from privquant.artifacts import ArtifactCache, atomic_write_json, code_version, content_hash
-from privquant.artifacts.atomic import atomic_write_bytes
+from privquant.artifacts.atomic import atomic_write_bytes, remove_stale_temps
 from privquant.artifacts.cache import MODEL_CODE_ROOTS
 from privquant.attacks import run_attacks
 from privquant.data import Dataset, load_dataset
@@ -249,6 +249,7 @@ def _start_run_folder(config: AuditConfig, run_dir: Path, split: MembershipSplit
     if previous.is_file() and previous.read_bytes() != text:
         for stale in ("results.json", "report.md", "report.html"):
             (run_dir / stale).unlink(missing_ok=True)
+    remove_stale_temps(run_dir)
     atomic_write_bytes(previous, text)
     split.save(run_dir / "split.npz")
 
