@@ -126,7 +126,9 @@ def test_tradeoff_points_use_the_worst_attack_and_the_verdict_follows_the_number
     assert "No variant within 1 point of FP32's test accuracy leaks less than FP32" in text
     assert "Least leakage overall: `sd_qat4`" in text
     header, rows = tradeoff_rows(results)
-    assert len(rows) == len(results.variants) and "frontier @1%" in header
+    assert len(rows) == len(results.variants) and header[-1] == "on frontier"
+    marks = {r[0]: r[-1] for r in rows}
+    assert marks["fp32"] == "@1%, @0.1%, +size" and marks["sd_qat2"] == "+size"
 
 
 def test_tidy_table_has_one_row_per_variant_attack_target() -> None:

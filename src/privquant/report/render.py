@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 from pathlib import Path
 
 from privquant.artifacts.atomic import atomic_write_bytes
@@ -61,16 +62,24 @@ PARETO_TITLE = "Privacy / utility / size"
 PARETO_FIGURE = "figures/pareto.png"
 
 
+def _frontiers(p: TradeoffPoint) -> str:
+    marks = [
+        m
+        for m, on in (("@1%", p.frontier_1), ("@0.1%", p.frontier_01), ("+size", p.frontier_1_size))
+        if on
+    ]
+    return ", ".join(marks) or "–"
+
+
 def tradeoff_rows(results: AuditResults) -> tuple[list[str], list[list[str]]]:
     """The Pareto table: every variant's accuracy, worst-case leakage, size and DP epsilon."""
     header = ["variant", "steps", "test acc", "worst TPR@1% (attack)", "worst TPR@0.1% (attack)", "bytes", "bits",
-              "DP ε", "frontier @1%", "frontier @0.1%", "frontier @1% + size"]  # fmt: skip
+              "DP ε", "on frontier"]  # fmt: skip
     rows = []
     for p in sorted(tradeoff_points(results), key=lambda p: -p.test_accuracy):
         rows.append([p.variant, p.description, f"{p.test_accuracy:.4f}", f"{100 * p.tpr_1:.2f}% ({p.tpr_1_attack})",
                      f"{100 * p.tpr_01:.2f}% ({p.tpr_01_attack})", f"{p.size_bytes:,}", f"{p.bits:.2f}",
-                     "–" if p.epsilon is None else f"{p.epsilon:.2f}",
-                     *["**yes**" if f else "no" for f in (p.frontier_1, p.frontier_01, p.frontier_1_size)]])  # fmt: skip
+                     "–" if p.epsilon is None else f"{p.epsilon:.2f}", _frontiers(p)])  # fmt: skip
     return header, rows
 
 
@@ -115,8 +124,9 @@ def tradeoff_lines(results: AuditResults) -> list[str]:
         return []
     return [f"## {PARETO_TITLE}", "",
             "Leakage is each variant's worst case over the audited attacks (mean over targets). A variant is on a "
-            "frontier when no other variant is at least as good on every axis and better on one: test accuracy "
-            "and TPR at 1% FPR, test accuracy and TPR at 0.1% FPR, and test accuracy, TPR at 1% FPR and bytes. "
+            "frontier when no other variant is at least as good on every axis and better on one: `@1%`: test "
+            "accuracy and TPR at 1% FPR; `@0.1%`: test accuracy and TPR at 0.1% FPR; `+size`: test accuracy, TPR "
+            "at 1% FPR and bytes. "
             "With few targets, and 0.1% FPR resting on a handful of points, small differences are within "
             "noise: the per-attack table below gives ± std.", "",
             f"![{PARETO_TITLE}]({PARETO_FIGURE})", "",
@@ -154,13 +164,13 @@ def render_markdown(results: AuditResults, figures: dict[str, str]) -> str:
     lines = [
         f"# privquant audit: {results.config['name']}",
         "",
+        *[f"> {s}" + "  " for s in verdict(results)],
+        "",
         _setting(results) + (f" Dataset sha256 `{sha[:16]}…`." if sha else ""),
         "Every variant is applied to the target **and** to the shadow models (adaptive attacker). Decision "
         "thresholds come from shadow models only. Values are means over targets (± std), or with a 95% "
         "bootstrap CI for one target. Relative change is (FP32 − variant) / FP32, as Famili & Lao report it: "
         "positive means less leakage.",
-        "",
-        *verdict(results),
         "",
         *tradeoff_lines(results),
         "## Every attack on every variant",
@@ -190,35 +200,68 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
     return out + "</table>"
 
 
+def _inline(text: str) -> str:
+    """The few markdown marks the generated sentences use, as HTML (after escaping)."""
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def _img(title: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode()
+    return f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1500px;padding:0 1em;color:#222}
+h1{font-size:1.6em;margin:0.2em 0}h2{font-size:1.2em;margin-top:1.4em}
+.verdict{background:#eef6ee;border-left:5px solid #2a7a2a;padding:0.6em 1em;font-size:1.05em}
+.verdict p{margin:0.35em 0}.setting{color:#555;font-size:0.9em}
+.scroll{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
+td:nth-child(1),td:nth-child(2),th:nth-child(1),th:nth-child(2){text-align:left}th{background:#f3f3f3}
+.pareto{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1.1fr);gap:1em;align-items:start}
+.plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:0.8em}
+img{max-width:100%;height:auto}details{margin:1em 0}summary{cursor:pointer;font-weight:600}
+@media (max-width:900px){.pareto{grid-template-columns:1fr}.plots{grid-template-columns:1fr}body{margin:0.8em auto}}"""
+
+
 def render_html(
-    results: AuditResults, pngs: dict[str, bytes], vulnerable_png: bytes | None = None
+    results: AuditResults,
+    pareto_png: bytes,
+    pngs: dict[str, bytes],
+    vulnerable_png: bytes | None = None,
 ) -> str:
+    """The report a person reads in 30 seconds: the verdict and the privacy-utility-size view
+    on the first screen, every number below it."""
     name = html.escape(results.config["name"])
-    sentences = "".join(f"<p>{html.escape(s).replace('**', '')}</p>" for s in verdict(results))
-    table = sentences + _html_table(*tradeoff_rows(results))
-    table += "<details><summary>Every attack on every variant (full table)</summary>"
-    table += _html_table(*metrics_rows(results)) + "</details>"
-    figs = "".join(
-        f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,{base64.b64encode(b).decode()}'>"
-        for t, b in pngs.items()
-    )
-    setting = html.escape(_setting(results)).replace("**", "")
+    sentences = "".join(f"<p>{_inline(s)}</p>" for s in verdict(results))
+    verdict_box = f"<div class='verdict'>{sentences}</div>" if sentences else ""
+    pareto = (f"<div class='pareto'><div class='scroll'>{_html_table(*tradeoff_rows(results))}</div>"
+              f"<div>{_img(PARETO_TITLE, pareto_png)}</div></div>")  # fmt: skip
+    full = ("<details><summary>Every attack on every variant (full table, 95% CIs or ± std over targets)</summary>"
+            f"<div class='scroll'>{_html_table(*metrics_rows(results))}</div></details>")  # fmt: skip
+    figs = "".join(f"<figure>{_img(t, b)}</figure>" for t, b in pngs.items())
     findings = ""
     f = results.findings
     if f is not None:
         findings = (f"<h2>Most vulnerable points ({html.escape(f.attack)} on {html.escape(f.variant)}, target "
                     f"{f.target})</h2><p>Highest membership scores first (red: a true member).</p>")  # fmt: skip
         if f.image and vulnerable_png is not None:
-            findings += f"<img alt='most vulnerable points' src='data:image/png;base64,{base64.b64encode(vulnerable_png).decode()}'>"
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>privquant audit: {name}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}}table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}td:nth-child(1),td:nth-child(2),td:nth-child(6){{text-align:left}}
-th{{background:#f3f3f3}}img{{max-width:100%;margin:0.5em 0}}</style></head><body>
+            findings += _img("most vulnerable points", vulnerable_png)
+    setting = _inline(_setting(results))
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>privquant audit: {name}</title>
+<style>{STYLE}</style></head><body>
 <h1>privquant audit: {name}</h1>
-<p>{setting} Variants are applied to target and shadows (adaptive attacker); thresholds come
-from shadows only. Relative change is (FP32 − variant) / FP32.</p>
-{table}{figs}{findings}
-<p>Wall time {results.timings_seconds.get("total", 0):.0f} s. privquant {html.escape(results.privquant_version)}.</p>
+{verdict_box}
+<p class="setting">{setting} Each variant is applied to the target and to every shadow (adaptive attacker);
+thresholds come from shadows only. Leakage is the worst case over the audited attacks.</p>
+<h2>{PARETO_TITLE}</h2>
+{pareto}
+{full}
+<h2>Attacks in detail</h2><div class="plots">{figs}</div>
+{findings}
+<p class="setting">Wall time {results.timings_seconds.get("total", 0):.0f} s. privquant {html.escape(results.privquant_version)}.</p>
 </body></html>"""
 
 
@@ -248,6 +291,6 @@ def render_report(
     f = results.findings
     image = run_dir / f.image if f is not None and f.image else None
     vulnerable = image.read_bytes() if image is not None and image.is_file() else None
-    html_text = render_html(results, {PARETO_TITLE: pareto_png, **pngs}, vulnerable)
+    html_text = render_html(results, pareto_png, pngs, vulnerable)
     atomic_write_bytes(run_dir / "report.html", html_text.encode())
     return run_dir / "report.html"
