@@ -153,3 +153,25 @@ def test_tidy_table_has_one_row_per_variant_attack_target() -> None:
     assert (
         row["setting"] == "adaptive" and row["size_bytes"] == results.variants["sd_qat4"].size_bytes
     )
+
+
+def test_report_screenshots_at_desktop_and_phone_width(
+    results: AuditResults, tmp_path: Path
+) -> None:
+    import struct
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    from screenshot_report import SIZES, find_browser
+
+    if find_browser() is None:
+        pytest.skip("no Chromium on this machine (Debian: apt install chromium)")
+    render_report(results, tmp_path / "run")
+    script = Path(__file__).parents[1] / "scripts" / "screenshot_report.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path / "run"), "--out", str(tmp_path / "shots")],
+                   check=True, timeout=300)  # fmt: skip
+    for name, (width, height) in SIZES.items():
+        png = (tmp_path / "shots" / f"report-{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert struct.unpack(">II", png[16:24]) == (width, height)
