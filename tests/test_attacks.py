@@ -286,3 +286,26 @@ def test_lira_beats_loss_at_low_fpr_on_real_models(tmp_path: Path) -> None:
     # positives, so the comparison does not hinge on one or two points (as 0.1% FPR would).
     assert lira["tpr@1%fpr"] > 3 * loss["tpr@1%fpr"] and lira["tpr@1%fpr"] > 0.04, (lira, loss)
     assert lira["auc"] > loss["auc"] + 0.08
+
+
+def test_statistics_computed_a_few_models_at_a_time_equal_the_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import privquant.signals.format as fmt
+    from privquant.attacks import run_attacks
+
+    names = ["loss", "shokri", "lira_online", "rmia_online", "label_only_correctness"]
+    s = synthetic_signals(m=8, n=300)
+    pop = Signals(s.logits, s.labels, s.keep, s.logits[:, :50], s.labels[:50])
+    whole = run_attacks(pop, [0], names, n_bootstrap=0, progress=False)
+    monkeypatch.setattr(fmt, "CHUNK_BYTES", pop.logits[0].size * 8 * 3)  # 3 models per chunk
+    pop_chunked = Signals(s.logits, s.labels, s.keep, s.logits[:, :50], s.labels[:50])
+    chunked = run_attacks(pop_chunked, [0], names, n_bootstrap=0, progress=False)
+    assert pop_chunked._stats.keys() == pop._stats.keys()
+    for k in pop._stats:
+        np.testing.assert_array_equal(pop_chunked._stats[k], pop._stats[k])
+    for a in names:
+        assert (
+            chunked["attacks"][a]["per_target"]["0"]["auc"]
+            == whole["attacks"][a]["per_target"]["0"]["auc"]
+        )

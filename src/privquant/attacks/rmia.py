@@ -36,9 +36,9 @@ def _log_p(signals: Signals, temperature: float, population: bool = False) -> np
         )
 
     name = f"rmia_log_p_T{temperature}"
-    if population:
-        return signals.population_statistic(name, fn)
-    return signals.statistic(name, fn)
+    if population:  # fn's output is [2, models, points]: models on axis 1
+        return signals.population_statistic(name, fn, model_axis=1)
+    return signals.statistic(name, fn, model_axis=1)
 
 
 def _log_mean(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -45,25 +45,29 @@ class Signals:
     )
 
     def statistic(
-        self, name: str, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
+        self, name: str, fn: Callable[[np.ndarray, np.ndarray], np.ndarray], model_axis: int = 0
     ) -> np.ndarray:
         """``fn(logits, labels)`` over all models, computed once per Signals object.
 
-        Only logits-derived statistics are cached, never anything that depends on ``keep``.
+        ``fn`` works per model (its output has the models on ``model_axis``), so it is run on a
+        few models at a time: its float64 temporaries then stay small whatever the population
+        size. Only logits-derived statistics are cached, never anything that depends on ``keep``.
         """
         if name not in self._stats:
-            self._stats[name] = fn(self.logits, self.labels)
+            self._stats[name] = _chunked(fn, self.logits, self.labels, model_axis)
         return self._stats[name]
 
     def population_statistic(
-        self, name: str, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
+        self, name: str, fn: Callable[[np.ndarray, np.ndarray], np.ndarray], model_axis: int = 0
     ) -> np.ndarray | None:
         """Like :meth:`statistic` on the population block; None when the signals carry none."""
         if self.population_logits is None:
             return None
         key = f"population:{name}"
         if key not in self._stats:
-            self._stats[key] = fn(self.population_logits, self.population_labels)
+            self._stats[key] = _chunked(
+                fn, self.population_logits, self.population_labels, model_axis
+            )
         return self._stats[key]
 
     def __post_init__(self) -> None:
@@ -165,3 +169,18 @@ def _check_logits(where: str, logits: np.ndarray) -> None:
             f"{where}: every row is a probability vector (non-negative, sums to 1); pass logits, "
             "or log-probabilities (np.log(p), clipped away from 0) if only probabilities exist"
         )
+
+
+CHUNK_BYTES = 64 * 2**20  # float64 logits per chunk of models: bounds a statistic's temporaries
+
+
+def _chunked(
+    fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    logits: np.ndarray,
+    labels: np.ndarray,
+    model_axis: int,
+) -> np.ndarray:
+    per_model = max(1, logits[0].size * 8)
+    step = max(1, CHUNK_BYTES // per_model)
+    parts = [fn(logits[m : m + step], labels) for m in range(0, len(logits), step)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=model_axis)
