@@ -126,10 +126,12 @@ def test_shared_inputs_are_put_in_the_object_store_once(
         ray, "put", lambda v, **kw: (puts.append(type(v).__name__), real_put(v, **kw))[1]
     )
     big = np.zeros((2000, 64), dtype=np.float32)
-    out = RayExecutor(num_cpus=1).map(
-        _row_sum, list(range(6)), progress=False, shared={"data": big}
-    )
+    executor = RayExecutor(num_cpus=1)
+    out = executor.map(_row_sum, list(range(6)), progress=False, shared={"data": big})
     assert out == [0.0] * 6 and puts == ["ndarray"]
+    # A later stage (e.g. querying after training) reuses the stored copy.
+    assert executor.map(_row_sum, [1, 2], progress=False, shared={"data": big}) == [0.0, 0.0]
+    assert puts == ["ndarray"]
 
 
 def _row_sum(i, data):  # noqa: ANN001, ANN202

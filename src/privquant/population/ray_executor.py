@@ -53,6 +53,15 @@ class RayExecutor:
         self.ray = _require_ray()
         self.address = address
         self.num_cpus, self.num_gpus, self.max_retries = num_cpus, num_gpus, max_retries
+        self._stored: dict[int, tuple[Any, Any]] = {}  # id -> (object, its object-store ref)
+
+    def _ref(self, obj: Any) -> Any:
+        """One object-store copy per object for the executor's lifetime (every stage reuses it)."""
+        hit = self._stored.get(id(obj))
+        if hit is None or hit[0] is not obj:
+            hit = (obj, self.ray.put(obj))  # holding obj keeps its id from being reused
+            self._stored[id(obj)] = hit
+        return hit[1]
 
     def _connect(self) -> None:
         if not self.ray.is_initialized():
@@ -71,7 +80,7 @@ class RayExecutor:
         self._connect()
         ray = self.ray
         # One object-store copy of each shared input; tasks receive references, not copies.
-        shared_refs = {k: ray.put(v) for k, v in (shared or {}).items()}
+        shared_refs = {k: self._ref(v) for k, v in (shared or {}).items()}
         task = ray.remote(_run_job).options(
             num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries,
             retry_exceptions=False,
