@@ -236,3 +236,35 @@ def test_an_unusable_out_is_refused_before_any_work(
     assert a_file.read_text() == "keep me"
     assert main([*command, "--out", str(a_file / "below")]) == 2  # a file where a folder must go
     assert "not a writable folder" in capsys.readouterr().err
+
+
+def test_integer_onnx_export_runs_on_integer_kernels_at_the_same_accuracy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("onnxruntime")
+    import onnx
+    import onnxruntime as ort
+
+    ck = tmp_path / "ck"
+    assert main(["train", "--data", "digits", "--model", "small_cnn", "--epochs", "15", "--train-size", "1000",
+                 "--out", str(ck)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["quantize", str(ck), "--method", "ptq", "--bits", "4", "--train-size", "1000", "--onnx-int8",
+                 "--out", str(tmp_path / "q4")]) == 0  # fmt: skip
+    q = json.loads(capsys.readouterr().out)
+    # 8-bit activations on top of the 4-bit weights cost at most a point on these 449 test rows.
+    assert (
+        abs(q["onnx_int8"]["test_accuracy"] - q["test_accuracy"]) <= 0.01
+        and q["test_accuracy"] > 0.8
+    )
+    # ONNX Runtime turns every conv and the classifier into integer kernels.
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(q["onnx_int8"]["path"], opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert (
+        ops.count("QLinearConv") == 2
+        and ops.count("QGemm") == 2
+        and "Conv" not in ops
+        and "Gemm" not in ops
+    )

@@ -231,6 +231,17 @@ def _deploy_checkpoint(args: argparse.Namespace, variant: VariantConfig) -> int:
 
         export_onnx(deployed, out / "model.onnx", ds.input_shape)
         summary["onnx"] = str((out / "model.onnx").resolve())
+    if getattr(args, "onnx_int8", False):
+        from privquant.quant.onnx_export import onnx_logits, onnx_session
+        from privquant.quant.onnx_int8 import export_onnx_int8
+
+        # Activation ranges from the owner's own training rows (what the owner has).
+        path = export_onnx_int8(deployed, out / "model.int8.onnx", ds.input_shape, ctx.x[:512])
+        logits = onnx_logits(onnx_session(path), ds.x_test)
+        summary["onnx_int8"] = {
+            "path": str(path.resolve()),
+            "test_accuracy": float((logits.argmax(1) == ds.y_test).mean()),
+        }
     if getattr(args, "audit", False):
         summary["audit"] = _audit_defense(args, meta, ds, ctx, variant, out / "audit")
     print(json.dumps(summary, indent=2))
@@ -480,6 +491,10 @@ def _owner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (QDQ)")
+    p.add_argument(
+        "--onnx-int8", action="store_true",
+        help="also write model.int8.onnx: integer kernels in ONNX Runtime (8-bit activations)",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="export folder")
 
 

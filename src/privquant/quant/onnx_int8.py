@@ -14,6 +14,7 @@ model measures (accuracy within a few tenths of a point of the fake-quant model 
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -39,6 +40,27 @@ def dequantized_copy(model: nn.Module) -> nn.Module:
             inner.weight.copy_(w)
         _set_module(out, name, inner)
     return out
+
+
+def _inline_identity_constants(path: Path) -> None:
+    """Replace Identity nodes over initializers (the exporter's way of sharing a constant) by
+    initializers: the quantizer fuses a Conv only when its bias is an initializer."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph_model = onnx.load(str(path))
+    graph = graph_model.graph
+    inits = {i.name: i for i in graph.initializer}
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            array = numpy_helper.to_array(inits[node.input[0]])
+            graph.initializer.append(numpy_helper.from_array(array, node.output[0]))
+        else:
+            keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+    onnx.save(graph_model, str(path))
 
 
 class _Calibration:
@@ -87,10 +109,19 @@ def export_onnx_int8(
     with tempfile.TemporaryDirectory() as tmp, atomic_path(path) as out:
         src = Path(tmp) / "float.onnx"
         export_onnx(float_model, src, input_shape)
-        quantize_static(
-            str(src), str(out), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
-        )  # fmt: skip
+        _inline_identity_constants(src)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(
+            logging.ERROR
+        )  # the quantizer's advice ("consider pre-processing") is noise here
+        try:
+            quantize_static(
+                str(src), str(out), _Calibration(calibration), quant_format=QuantFormat.QDQ,
+                per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            )  # fmt: skip
+        finally:
+            root.setLevel(level)
     return path
