@@ -268,3 +268,35 @@ def test_integer_onnx_export_runs_on_integer_kernels_at_the_same_accuracy(
         and "Conv" not in ops
         and "Gemm" not in ops
     )
+
+
+def test_bad_inputs_end_in_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from privquant.models import build_model
+    from privquant.quant import QuantConfig, export_quantized, quantize
+
+    np.save(tmp_path / "bare.npy", np.zeros(3))
+    model = build_model("mlp", (1, 8, 8), 10, hidden=[16])
+    q = quantize(model, QuantConfig(weight_bits=4, first_last_bits=None), [torch.rand(8, 1, 8, 8)])
+    export_quantized(q, tmp_path / "q")
+    tensors = tmp_path / "q" / "quantized.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:40])  # a truncated export
+    cases = [
+        (
+            ["attack", "--signals", str(tmp_path / "bare.npy"), "--target", "0"],
+            "not an .npz archive",
+        ),
+        (["eval", str(tmp_path / "q"), "--data", "digits"], "cannot read the quantized tensors"),
+        # A digits model (8x8 inputs) evaluated on 28x28 images: a shape error, one line.
+        (["eval", str(tmp_path / "ck"), "--data", "fashion-mnist"], "RuntimeError"),
+    ]
+    from privquant.artifacts import save_checkpoint
+
+    save_checkpoint(tmp_path / "ck", model, {"model": model.privquant_spec, "dataset": "digits"})
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and "Traceback" not in err[0], (argv, err)

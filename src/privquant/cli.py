@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import time
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -693,9 +692,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"privquant: error: {e}", file=sys.stderr)
         return 2
-    except (OSError, ValueError, RuntimeError, UnicodeError, zipfile.BadZipFile) as e:
-        # Anything else the inputs can provoke (a bad file, a full disk, a wrong shape): one
-        # line naming what went wrong; the traceback is for --debug.
+    except Exception as e:
+        # Anything else the inputs can provoke (a bad file, a full disk, a wrong shape) or a
+        # bug: one line naming what went wrong; the traceback is for --debug.
         if args.debug:
             raise
         where = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""

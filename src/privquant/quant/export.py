@@ -140,7 +140,10 @@ def load_quantized(folder: str | os.PathLike[str]) -> tuple[nn.Module, dict[str,
     model = model_from_spec(spec)
     if manifest.get("bn_folded"):
         model, _ = fold_batchnorm(model.eval())
-    tensors = load_file(str(folder / TENSORS))
+    try:
+        tensors = load_file(str(folder / TENSORS))
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise PrivquantError(f"{folder / TENSORS}: cannot read the quantized tensors ({e})") from e
     from privquant.quant.apply import _set_module
 
     for name, info in manifest["layers"].items():

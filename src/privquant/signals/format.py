@@ -140,7 +140,12 @@ class Signals:
         if not path.is_file():
             raise PrivquantError(f"{path}: signals file not found; expected {SIGNALS_HOW}")
         try:
-            with np.load(path, allow_pickle=False) as z:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):  # a plain .npy: one bare array
+                raise PrivquantError(
+                    f"one bare array (a .npy file), not an .npz archive; expected {SIGNALS_HOW}"
+                )
+            with loaded as z:
                 missing = {"logits", "labels", "keep"} - set(z.files)
                 if missing:
                     raise PrivquantError(
