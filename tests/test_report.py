@@ -126,8 +126,11 @@ def test_tradeoff_points_use_the_worst_attack_and_the_verdict_follows_the_number
     assert "No variant within 1 point of FP32's test accuracy leaks less than FP32" in text
     assert "Least leakage overall: `sd_qat4`" in text
     header, rows = tradeoff_rows(results)
-    assert len(rows) == len(results.variants) and header[-1] == "on frontier"
-    marks = {r[0]: r[-1] for r in rows}
+    assert len(rows) == len(results.variants) and header[-2] == "on frontier"
+    assert header[5] == "rmia_online AUC" and header[-1] == "Shokri Δacc / ΔTPR / ΔF1"
+    marks = {r[0]: r[-2] for r in rows}
+    sd4 = next(r for r in rows if r[0] == "sd_qat4")
+    assert sd4[5].startswith("0.581 ±") and sd4[-1] == "+7.7% / +7.9% / +7.4%"
     assert marks["fp32"] == "@1%, @0.1%, +size" and marks["sd_qat2"] == "+size"
 
 

@@ -73,14 +73,34 @@ def _frontiers(p: TradeoffPoint) -> str:
 
 def tradeoff_rows(results: AuditResults) -> tuple[list[str], list[list[str]]]:
     """The Pareto table: every variant's accuracy, worst-case leakage, size and DP epsilon."""
-    header = ["variant", "steps", "test acc", "worst TPR@1% (attack)", "worst TPR@0.1% (attack)", "bytes", "bits",
-              "DP ε", "on frontier"]  # fmt: skip
+    headline = results.headline_attack()
+    multi = len(results.config["targets"]) > 1
+    paper = "shokri" if "shokri" in results.attack_names else None
+    header = ["variant", "steps", "test acc", "worst TPR@1% (attack)", "worst TPR@0.1% (attack)",
+              f"{headline} AUC", "bytes", "bits", "DP ε", "on frontier"]  # fmt: skip
+    if paper:
+        header.append("Shokri Δacc / ΔTPR / ΔF1")
     rows = []
     for p in sorted(tradeoff_points(results), key=lambda p: -p.test_accuracy):
-        rows.append([p.variant, p.description, f"{p.test_accuracy:.4f}", f"{100 * p.tpr_1:.2f}% ({p.tpr_1_attack})",
-                     f"{100 * p.tpr_01:.2f}% ({p.tpr_01_attack})", f"{p.size_bytes:,}", f"{p.bits:.2f}",
-                     "–" if p.epsilon is None else f"{p.epsilon:.2f}", _frontiers(p)])  # fmt: skip
+        v = results.variants[p.variant]
+        auc = _fmt(v.attacks[headline], "auc", multi) if headline in v.attacks else "–"
+        row = [p.variant, p.description, f"{p.test_accuracy:.4f}", f"{100 * p.tpr_1:.2f}% ({p.tpr_1_attack})",
+               f"{100 * p.tpr_01:.2f}% ({p.tpr_01_attack})", auc, f"{p.size_bytes:,}", f"{p.bits:.2f}",
+               "–" if p.epsilon is None else f"{p.epsilon:.2f}", _frontiers(p)]  # fmt: skip
+        if paper:
+            rel = v.relative_change_vs_fp32.get(paper) or {}
+            row.append(
+                " / ".join(_rel(rel.get(k)) for k in ("accuracy", "recall", "f1")) if rel else "–"
+            )
+        rows.append(row)
     return header, rows
+
+
+def _size_note(size: int, fp32: int) -> str:
+    ratio = fp32 / max(1, size)
+    return f"{size:,} bytes, " + (
+        "the size of FP32" if ratio < 1.05 else f"{ratio:.1f}x smaller than FP32"
+    )
 
 
 def verdict(results: AuditResults, tolerance: float = 0.01) -> list[str]:
@@ -109,8 +129,7 @@ def verdict(results: AuditResults, tolerance: float = 0.01) -> list[str]:
         lines.append(f"**Ship `{safest.variant}`** ({safest.description}): the least leaky variant within "
                      f"{100 * tolerance:g} point of FP32's test accuracy — {100 * safest.test_accuracy:.2f}% vs "
                      f"{100 * fp.test_accuracy:.2f}%, {leak(safest)} (FP32: {100 * fp.tpr_1:.1f}% and "
-                     f"{100 * fp.tpr_01:.2f}%), {safest.size_bytes:,} bytes "
-                     f"({fp.size_bytes / max(1, safest.size_bytes):.1f}x smaller than FP32).")  # fmt: skip
+                     f"{100 * fp.tpr_01:.2f}%), {_size_note(safest.size_bytes, fp.size_bytes)}.")  # fmt: skip
     lowest = min(points.values(), key=lambda p: (ratio(p), -p.test_accuracy))
     if lowest.variant != safest.variant:
         lines.append(f"Least leakage overall: `{lowest.variant}` ({lowest.description}), {leak(lowest)}, at "
@@ -219,10 +238,11 @@ h1{font-size:1.6em;margin:0.2em 0}h2{font-size:1.2em;margin-top:1.4em}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
 td:nth-child(1),td:nth-child(2),th:nth-child(1),th:nth-child(2){text-align:left}th{background:#f3f3f3}
-.pareto{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1.1fr);gap:1em;align-items:start}
+.pareto{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1.2fr);gap:1em;align-items:start}
 .plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:0.8em}
 img{max-width:100%;height:auto}details{margin:1em 0}summary{cursor:pointer;font-weight:600}
-@media (max-width:900px){.pareto{grid-template-columns:1fr}.plots{grid-template-columns:1fr}body{margin:0.8em auto}}"""
+@media (max-width:1500px){.pareto{grid-template-columns:1fr}.pareto img{max-width:1100px;width:100%}}
+@media (max-width:900px){.plots{grid-template-columns:1fr}body{margin:0.8em auto}}"""
 
 
 def render_html(
@@ -236,8 +256,8 @@ def render_html(
     name = html.escape(results.config["name"])
     sentences = "".join(f"<p>{_inline(s)}</p>" for s in verdict(results))
     verdict_box = f"<div class='verdict'>{sentences}</div>" if sentences else ""
-    pareto = (f"<div class='pareto'><div class='scroll'>{_html_table(*tradeoff_rows(results))}</div>"
-              f"<div>{_img(PARETO_TITLE, pareto_png)}</div></div>")  # fmt: skip
+    pareto = (f"<div class='pareto'><div>{_img(PARETO_TITLE, pareto_png)}</div>"
+              f"<div class='scroll'>{_html_table(*tradeoff_rows(results))}</div></div>")  # fmt: skip
     full = ("<details><summary>Every attack on every variant (full table, 95% CIs or ± std over targets)</summary>"
             f"<div class='scroll'>{_html_table(*metrics_rows(results))}</div></details>")  # fmt: skip
     figs = "".join(f"<figure>{_img(t, b)}</figure>" for t, b in pngs.items())
