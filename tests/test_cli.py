@@ -300,3 +300,30 @@ def test_bad_inputs_end_in_one_line_not_a_traceback(
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0] and "Traceback" not in err[0], (argv, err)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    real_replace = os.replace
+
+    def full_disk(src, dst):  # noqa: ANN001, ANN202
+        if str(dst).endswith("model.safetensors"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_replace(src, dst)
+
+    import privquant.artifacts.atomic as atomic
+
+    monkeypatch.setattr(atomic.os, "replace", full_disk)
+    out = tmp_path / "ck"
+    assert (
+        main(["train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--out", str(out)])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the training progress lines
+    assert err.startswith("privquant: error: OSError") and "No space left on device" in err
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # no half-written file
+    assert not (out / "model.safetensors").exists()
