@@ -29,7 +29,9 @@ def synthetic(m: int, n: int, q: int, c: int, seed: int = 0) -> Signals:
     boost = (rng.normal(0, 1.5, n)[None, :, None] + keep[:, :, None] + 2).astype(np.float32)
     idx = np.broadcast_to(labels[None, :, None, None], (m, n, q, 1))
     np.put_along_axis(logits, idx, boost[..., None] + np.take_along_axis(logits, idx, -1), axis=-1)
-    return Signals(logits, labels, keep)
+    # The label-only boundary attack reads the share of 16 noisy copies still classified right.
+    robust = (np.round(16 / (1 + np.exp(-boost.mean(-1)))) / 16).astype(np.float32)
+    return Signals(logits, labels, keep, extras={"noise_robustness": robust})
 
 
 def peak_rss_mib() -> float:
