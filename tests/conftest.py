@@ -142,3 +142,18 @@ def assert_reports_every_metric(metrics: dict) -> None:
     """One attack-on-one-target entry carries every reported metric and its confidence interval."""
     for key in REPORTED_METRICS:
         assert key in metrics and key in metrics["ci"], key
+
+
+def result_numbers(run: Path) -> dict:
+    """A run's results.json without what legitimately differs between two runs of one config
+    (timings, machine, the config's spelling, per-attack wall time)."""
+    import json
+
+    data = json.loads((run / "results.json").read_text())
+    for k in ("timings_seconds", "machine", "config"):
+        data.pop(k)
+    for v in data["variants"].values():
+        for a in v["attacks"].values():
+            for t in a["per_target"].values():
+                t.pop("seconds")
+    return data

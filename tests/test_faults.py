@@ -3,7 +3,6 @@ sharing one cache neither corrupt nor delete each other's artifacts."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import result_numbers
 from privquant.artifacts import ArtifactCache
 
 SMALL = {
@@ -42,17 +42,6 @@ def _start(config: dict, out: Path, tmp: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)  # fmt: skip
 
 
-def _numbers(run: Path) -> dict:
-    data = json.loads((run / "results.json").read_text())
-    for k in ("timings_seconds", "machine", "config"):
-        data.pop(k)
-    for v in data["variants"].values():
-        for a in v["attacks"].values():
-            for t in a["per_target"].values():
-                t.pop("seconds")
-    return data
-
-
 def _assert_cache_whole(root: Path) -> None:
     cache = ArtifactCache(root)
     entries = [p for p in root.glob("*/*") if not p.name.startswith(".")]
@@ -65,7 +54,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("reference")
     proc = _start(SMALL, tmp / "run", tmp)
     assert proc.wait(600) == 0, proc.stderr.read().decode()[-2000:]
-    return _numbers(tmp / "run")
+    return result_numbers(tmp / "run")
 
 
 @pytest.mark.slow
@@ -82,7 +71,7 @@ def test_a_run_killed_at_a_random_point_resumes_to_the_same_results(seed: int, r
         proc.wait(60)
     proc = _start(SMALL, run, tmp_path)
     assert proc.wait(600) == 0, proc.stderr.read().decode()[-2000:]
-    assert _numbers(run) == reference
+    assert result_numbers(run) == reference
     _assert_cache_whole(run / "cache")
     assert not [p for p in run.rglob(".*.tmp")]  # no half-written file in the run folder
 
@@ -95,7 +84,7 @@ def test_two_runs_sharing_one_cache_finish_with_whole_artifacts(
     procs = [_start(shared, tmp_path / f"run{i}", tmp_path) for i in range(2)]
     for p in procs:
         assert p.wait(600) == 0, p.stderr.read().decode()[-2000:]
-    assert _numbers(tmp_path / "run0") == reference == _numbers(tmp_path / "run1")
+    assert result_numbers(tmp_path / "run0") == reference == result_numbers(tmp_path / "run1")
     _assert_cache_whole(tmp_path / "shared-cache")
     # One entry per artifact: 4 plain + 4 label-smoothing models + 4 deployed ptq4 models.
     assert len([p for p in (tmp_path / "shared-cache").glob("*/*")]) == 12

@@ -5,7 +5,6 @@ Each test uses a local Ray instance with 2 CPUs started by the module fixture.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from conftest import result_numbers  # noqa: E402
 from privquant.artifacts import ArtifactCache  # noqa: E402
 from privquant.data import load_dataset  # noqa: E402
 from privquant.membership import make_split  # noqa: E402
@@ -52,17 +52,6 @@ def local_ray():  # noqa: ANN201
     ray.shutdown()
 
 
-def _numbers(run: Path) -> dict:
-    data = json.loads((run / "results.json").read_text())
-    for k in ("timings_seconds", "machine", "config"):
-        data.pop(k)
-    for v in data["variants"].values():
-        for a in v["attacks"].values():
-            for t in a["per_target"].values():
-                t.pop("seconds")
-    return data
-
-
 def test_ray_and_local_executors_give_the_same_results(tmp_path: Path) -> None:
     # One CPU per task: both runs train and query with one torch thread.
     local = {**SMALL, "executor": {"kind": "local"}}
@@ -76,7 +65,7 @@ def test_ray_and_local_executors_give_the_same_results(tmp_path: Path) -> None:
     finally:
         torch.set_num_threads(threads)
     run_audit(load_config(remote), tmp_path / "ray", progress=False)
-    assert _numbers(tmp_path / "ray") == _numbers(tmp_path / "local")
+    assert result_numbers(tmp_path / "ray") == result_numbers(tmp_path / "local")
     # The run's cache holds exactly one entry per model and deployed model, nothing half-built.
     entries = [p for p in (tmp_path / "ray" / "cache").glob("*/*") if not p.name.startswith(".")]
     assert len(entries) == 4 + 4 + 4  # plain, hamp-trained and ptq4-deployed models

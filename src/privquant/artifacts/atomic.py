@@ -45,17 +45,18 @@ def remove_stale_temps(folder: str | os.PathLike[str]) -> int:
     for p in Path(folder).rglob(".*.tmp"):
         pids = [x[3:] for x in p.name.split(".") if x.startswith("pid") and x[3:].isdigit()]
         pid = int(pids[-1]) if pids else None
-        if pid is not None and not _alive(pid):
+        if pid is not None and not process_alive(pid):
             p.unlink(missing_ok=True)
             removed += 1
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a writer whose temp files must be kept)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # exists, owned by someone else
         return True
     return True

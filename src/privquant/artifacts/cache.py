@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 import privquant
+from privquant.artifacts.atomic import process_alive
 
 # What a trained or transformed model depends on: these modules and everything they import
 # inside privquant (derived from the source, so a new package is covered without an edit).
@@ -112,16 +113,6 @@ def code_version(
 def _temp_prefix(key: str) -> str:
     # The host is part of the name: on a shared filesystem a pid means nothing elsewhere.
     return f".{key[:16]}.{socket.gethostname()}."
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _manifest(folder: Path) -> dict[str, list[Any]]:
@@ -248,5 +239,5 @@ class ArtifactCache:
         prefix = _temp_prefix(key)
         for p in folder.glob(prefix + "*"):
             pid = p.name[len(prefix) :].split(".", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 shutil.rmtree(p, ignore_errors=True)
