@@ -57,6 +57,9 @@ class DefenseContext:
     seed: int  # this model's seed for transforms (calibration sampling, fine-tuning)
     model_fn: Callable[[np.ndarray], nn.Module]  # a fresh, untrained model for inputs like x
     cache: Any = None  # an ArtifactCache for handlers that build expensive intermediates
+    # What else determines a model trained here (dataset checksum, architecture, options):
+    # handlers key cached intermediates on it; None (e.g. a user's own model) disables caching.
+    identity: dict[str, Any] | None = None
 
     def fresh_model(self, x: np.ndarray | None = None, seed: int | None = None) -> nn.Module:
         """A new untrained model (seeded, normalization fitted on ``x``; default the members)."""

@@ -14,6 +14,7 @@ outputs, so no hard member label re-enters at the quantization step either.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -94,14 +95,11 @@ def split_teacher_targets(
     member_targets = np.zeros((n, c))
     ref_targets = None if x_ref is None else np.zeros((len(x_ref), c))
     for k in range(config.teachers):
-        train_rows = ~excluded[k]
-        teacher = ctx.train_fresh(ctx.x[train_rows], ctx.y[train_rows], _teacher_recipe(ctx, k))
         held_out = np.nonzero(excluded[k])[0]
-        member_targets[held_out] += soft_labels(
-            predict_logits(teacher, ctx.x[held_out]), config.temperature
-        )
+        on_held_out, on_reference = teacher_logits(ctx, ~excluded[k], _teacher_recipe(ctx, k))
+        member_targets[held_out] += soft_labels(on_held_out, config.temperature)
         if ref_targets is not None:
-            ref_targets += soft_labels(predict_logits(teacher, x_ref), config.temperature)
+            ref_targets += soft_labels(on_reference[: len(x_ref)], config.temperature)
     member_targets /= config.exclusions
     onehot = np.eye(c)[ctx.y]
     member_targets = (
@@ -114,6 +112,40 @@ def split_teacher_targets(
         np.concatenate([member_targets, ref_targets / config.teachers]),
         excluded,
     )
+
+
+def teacher_logits(
+    ctx: DefenseContext, train_rows: np.ndarray, recipe: TrainConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """A teacher trained on members ``train_rows``: its logits on the other members and on
+    every reference row (empty when there are none).
+
+    Cached when the context says what its model is, so variants that differ only in how the
+    labels are used (temperature, reference rows, hard-label mix) share their teachers.
+    """
+    held_out = ~train_rows
+    x_ref = ctx.x_reference if ctx.x_reference is not None else ctx.x[:0]
+
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        teacher = ctx.train_fresh(ctx.x[train_rows], ctx.y[train_rows], recipe)
+        on_ref = predict_logits(teacher, x_ref) if len(x_ref) else np.zeros((0, ctx.num_classes))
+        return predict_logits(teacher, ctx.x[held_out]), on_ref
+
+    if ctx.cache is None or ctx.identity is None:
+        return compute()
+    key = ctx.cache.key(kind="split_teacher_logits", identity=ctx.identity, x=ctx.x, y=ctx.y,
+                        train_rows=train_rows, train=recipe.model_dump(mode="json"),
+                        reference=x_ref)  # fmt: skip
+
+    def build(folder: Path) -> None:
+        on_held_out, on_ref = compute()
+        with open(folder / "logits.npz", "wb") as f:
+            np.savez(
+                f, held_out=on_held_out.astype(np.float32), reference=on_ref.astype(np.float32)
+            )
+
+    with np.load(ctx.cache.get_or_create(key, build) / "logits.npz") as z:
+        return z["held_out"].astype(np.float64), z["reference"].astype(np.float64)
 
 
 def _reference_rows(ctx: DefenseContext, n: int | None) -> np.ndarray:

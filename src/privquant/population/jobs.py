@@ -60,6 +60,7 @@ def context_for(
     seed: int,
     model_fn: Callable[[np.ndarray], nn.Module],
     cache: ArtifactCache | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> DefenseContext:
     """The defense context of one model, built the same way for the target and every shadow."""
     has_ref = reference is not None and len(reference) > 0
@@ -73,6 +74,7 @@ def context_for(
         seed=seed,
         model_fn=model_fn,
         cache=cache,
+        identity=identity,
     )
 
 
@@ -94,8 +96,13 @@ def train_job_model(
     cache: ArtifactCache | None = None,
 ) -> nn.Module:
     """The trained model of ``job``, in memory (``model_fn`` overrides the registered model)."""
+    identity = None
+    if model_fn is None:  # a registered model: its name and options say what it is
+        identity = {"dataset": ds.checksum, "model": job.model, "options": job.model_options}
     model_fn = model_fn or model_factory(job.model, ds.num_classes, job.model_options)
-    ctx = context_for(ds, job.members, job.reference, job.train, job.train.seed, model_fn, cache)
+    ctx = context_for(
+        ds, job.members, job.reference, job.train, job.train.seed, model_fn, cache, identity
+    )
     return train_model(job.defense, ctx)
 
 
