@@ -7,11 +7,13 @@ output); :func:`apply_defense` applies them. Register a new method with
 
 from privquant.defenses import (  # noqa: F401 (register methods)
     bit_allocation,
+    calibration,
     distillation,
     dp_sgd,
     hamp,
     output,
     quantization,
+    rounding,
     training,
 )
 from privquant.defenses.apply import apply_defense, apply_outputs, apply_transforms, train_model
@@ -27,11 +29,13 @@ from privquant.defenses.base import (
     register_defense,
 )
 from privquant.defenses.bit_allocation import PrivacyBitAllocation, allocate_bits
+from privquant.defenses.calibration import PrivacyCalibration, internal_audit
 from privquant.defenses.distillation import ReferenceDistill, SplitDistill
 from privquant.defenses.dp_sgd import DPSGD
 from privquant.defenses.hamp import HAMP, HAMPOutput
 from privquant.defenses.output import CoarsePosterior, OutputCoarsening
 from privquant.defenses.quantization import PTQ, QAT, AdaRound
+from privquant.defenses.rounding import PrivacyRounding, privacy_rounding
 from privquant.defenses.training import (
     EarlyStopping,
     LabelSmoothing,
@@ -50,6 +54,8 @@ __all__ = [
     "WeightDecay",
     "PTQ",
     "PrivacyBitAllocation",
+    "PrivacyCalibration",
+    "PrivacyRounding",
     "QAT",
     "STAGE_ORDER",
     "AdaRound",
@@ -72,6 +78,8 @@ __all__ = [
     "defense_names",
     "format_location",
     "get_defense",
+    "internal_audit",
+    "privacy_rounding",
     "register_defense",
     "train_model",
 ]

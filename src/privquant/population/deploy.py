@@ -7,6 +7,7 @@ from those integers, so the audit measures exactly what would ship.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,14 @@ from privquant.population.jobs import context_for, model_factory
 from privquant.quant import export_quantized, load_quantized, quant_layers
 from privquant.quant.export import MANIFEST, fp32_size
 from privquant.training import TrainConfig
+
+DEFENSE_INFO = "defense_info.json"
+
+
+def deployed_defense_info(folder: Path) -> dict[str, float] | None:
+    """What the transforms of a deployed model recorded, or None."""
+    f = folder / DEFENSE_INFO
+    return json.loads(f.read_text()) if f.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,9 @@ def deploy_one(job: DeployJob, ds: Dataset, cache: ArtifactCache) -> Path:
         atomic_write_json(
             folder / "steps.json", [s.model_dump(mode="json") for s in job.transforms]
         )
+        info = getattr(deployed, "privquant_defense_info", None)
+        if info:  # what a transform measured or chose (e.g. the calibration's audit)
+            atomic_write_json(folder / DEFENSE_INFO, info)
 
     return cache.get_or_create(deploy_key(job, cache), build)
 

@@ -16,7 +16,13 @@ from privquant.artifacts import ArtifactCache
 from privquant.artifacts.checkpoint import META
 from privquant.data import Dataset
 from privquant.defenses import DefenseConfig, apply_outputs
-from privquant.population.deploy import DeployJob, bits_label, deploy_one, load_deployed
+from privquant.population.deploy import (
+    DeployJob,
+    bits_label,
+    deploy_one,
+    deployed_defense_info,
+    load_deployed,
+)
 from privquant.population.jobs import context_for, model_factory
 from privquant.signals import noise_robustness, query_logits, query_views
 from privquant.training import evaluate
@@ -39,7 +45,8 @@ class QueryJob:
 def query_one(job: QueryJob, ds: Dataset, cache: ArtifactCache) -> dict[str, Any]:
     """Logits ``[pool, queries, classes]`` (+ population rows, noise robustness) and a record."""
     d = job.deploy
-    model, size = load_deployed(deploy_one(d, ds, cache))
+    deployed = deploy_one(d, ds, cache)
+    model, size = load_deployed(deployed)
     if job.outputs:
         model_fn = model_factory(d.model, ds.num_classes, d.model_options)
         ctx = context_for(ds, d.members, d.reference, d.train, d.seed, model_fn, cache)
@@ -60,6 +67,7 @@ def query_one(job: QueryJob, ds: Dataset, cache: ArtifactCache) -> dict[str, Any
         "train_accuracy": float((logits[member, 0].argmax(-1) == y_pool[member]).mean()),
         "size_bytes": int(size["total_bytes"]),
         "bits": bits_label(size),
-        "defense_info": trained.get("defense_info"),
+        "defense_info": ({**(trained.get("defense_info") or {}), **(deployed_defense_info(deployed) or {})}
+                         or None),
     }  # fmt: skip
     return {"logits": logits, "population": population, "robustness": robustness, "record": record}

@@ -60,9 +60,7 @@ def adaround(
         fp_layer = fp_layer.layer if isinstance(fp_layer, QuantLayer) else fp_layer
         with torch.no_grad():
             target = fp_layer(_collect_inputs(model_fp, name, batches))
-        w = layer.layer.weight.detach()
-        frac = (w / layer.scale - torch.floor(w / layer.scale)).clamp(0.01, 0.99)
-        layer.alpha = nn.Parameter(-torch.log(1.2 / (frac + 0.1) - 1))  # h(alpha) == frac at start
+        init_rounding(layer)
         opt = torch.optim.Adam([layer.alpha], lr=lr)
         warmup = int(0.2 * iters)
         for it in range(iters):
@@ -71,17 +69,34 @@ def adaround(
             loss = recon_loss(out.flatten(1), target[idx].flatten(1))
             if it >= warmup:  # anneal beta 20 -> 2: from free soft rounding to hard decisions
                 beta = 20 - (20 - 2) * (it - warmup) / max(1, iters - warmup)
-                h = _rectified_sigmoid(layer.alpha)
-                loss = loss + reg_weight * (1 - (2 * h - 1).abs().pow(beta)).sum()
+                loss = loss + reg_weight * rounding_penalty(layer.alpha, beta).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
-        with torch.no_grad():
-            hard = (layer.alpha >= 0).float()
-            q = torch.clamp(
-                torch.floor(w / layer.scale) + hard + layer.zero, layer.qmin, layer.qmax
-            )
-            layer.layer.weight.copy_(
-                (q - layer.zero) * layer.scale
-            )  # on the grid: nearest rounding keeps it
-        layer.alpha = None
+        harden_rounding(layer)
+
+
+def init_rounding(layer: QuantLayer) -> nn.Parameter:
+    """Soft rounding variables for ``layer``, starting where its soft rounding equals the
+    weights' fractional parts (so optimization starts from the unrounded weights)."""
+    w = layer.layer.weight.detach()
+    frac = (w / layer.scale - torch.floor(w / layer.scale)).clamp(0.01, 0.99)
+    layer.alpha = nn.Parameter(-torch.log(1.2 / (frac + 0.1) - 1))
+    return layer.alpha
+
+
+def rounding_penalty(alpha: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per-variable regularizer that is 0 at a hard up/down decision (annealed via beta)."""
+    return 1 - (2 * _rectified_sigmoid(alpha) - 1).abs().pow(beta)
+
+
+def harden_rounding(layer: QuantLayer) -> None:
+    """Write the hard rounding decisions into the weights (on the grid, so nearest rounding
+    reproduces them) and drop the soft variables."""
+    assert layer.alpha is not None
+    with torch.no_grad():
+        w = layer.layer.weight
+        hard = (layer.alpha >= 0).float()
+        q = torch.clamp(torch.floor(w / layer.scale) + hard + layer.zero, layer.qmin, layer.qmax)
+        w.copy_((q - layer.zero) * layer.scale)
+    layer.alpha = None
