@@ -66,7 +66,8 @@ def main() -> None:
         end = time.perf_counter()
         metric_s += end - mid
         per_attack[name] = {"attack_s": round(mid - start, 3), "metrics_s": round(end - mid, 3),
-                            "auc": round(res["auc"], 4)}  # fmt: skip
+                            "auc": round(res["auc"], 4),
+                            "peak_rss_mib_so_far": round(peak_rss_mib(), 1)}  # fmt: skip
     total = time.perf_counter() - total0
     print(json.dumps({
         "benchmark": "attack_speed",
