@@ -191,3 +191,11 @@ def test_split_distill_variants_share_their_teachers(
     x = ctx.x[:50]
     assert np.array_equal(predict_logits(first, x), predict_logits(again, x))
     assert not np.array_equal(predict_logits(first, x), predict_logits(second, x))
+
+
+def test_targets_that_shipped_different_candidates_average_what_each_recorded() -> None:
+    from privquant.pipeline.run import _mean_info
+
+    infos = [{"chosen": 0.0, "audit_auc": 0.56}, {"chosen": 2.0, "audit_auc": 0.52, "end_gap": 0.1}]
+    assert _mean_info(infos) == pytest.approx({"chosen": 1.0, "audit_auc": 0.54, "end_gap": 0.1})
+    assert _mean_info([]) is None

@@ -241,6 +241,13 @@ def _preflight(config: AuditConfig, ds: Dataset) -> None:
                     raise ConfigError(f"variants.{variant.name}.steps.{i}.quant.{e}") from None
 
 
+def _mean_info(infos: list[dict[str, float]]) -> dict[str, float] | None:
+    """Each recorded quantity averaged over the targets that recorded it (a calibration may ship
+    different candidates to different targets, each with its own record)."""
+    keys = sorted({k for i in infos for k in i})
+    return {k: float(np.mean([i[k] for i in infos if k in i])) for k in keys} or None
+
+
 def _start_run_folder(config: AuditConfig, run_dir: Path, split: MembershipSplit) -> None:
     """Record config and split; results of a different earlier config are removed first, so the
     folder never pairs one config's results with another's split."""
@@ -296,9 +303,7 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
             test_accuracy_std=float(np.std([r.test_accuracy for r in targets])),
             train_accuracy=float(np.mean([r.train_accuracy for r in targets])),
             per_model=per_model,
-            defense_info={k: float(np.mean([i[k] for i in infos])) for k in infos[0]}
-            if infos
-            else None,
+            defense_info=_mean_info(infos),
         )
     timings["variants_and_signals"] = time.perf_counter() - start
 
