@@ -98,29 +98,29 @@ def internal_audit(
     return {"auc": float(best), "accuracy": float((logits_h.argmax(-1) == y_h).mean())}
 
 
-def audit_split(ctx: DefenseContext, audit_rows: int) -> tuple[DefenseContext, np.ndarray]:
-    """(context whose reference rows exclude the audit rows, index of those rows in the
-    reference). Refuses when fewer than ``audit_rows`` reference rows exist."""
+def audit_split(
+    ctx: DefenseContext, audit_rows: int
+) -> tuple[DefenseContext, tuple[np.ndarray, np.ndarray]]:
+    """(context whose reference rows exclude the audit rows, the audit rows (x, y)). Refuses
+    when fewer than ``audit_rows`` reference rows exist."""
     n_ref = 0 if ctx.x_reference is None else len(ctx.x_reference)
     if n_ref < audit_rows:
         raise ConfigError(
             f"calibrate: audit_rows {audit_rows} needs at least that many defender reference "
             f"rows, {n_ref} exist (data.reference_size)"
         )
-    held = np.arange(n_ref - audit_rows, n_ref)
     assert ctx.x_reference is not None and ctx.y_reference is not None
-    rest = dataclasses.replace(ctx, x_reference=ctx.x_reference[: held[0]],
-                               y_reference=ctx.y_reference[: held[0]])  # fmt: skip
-    return rest, held
+    cut = n_ref - audit_rows
+    rest = dataclasses.replace(ctx, x_reference=ctx.x_reference[:cut],
+                               y_reference=ctx.y_reference[:cut])  # fmt: skip
+    return rest, (ctx.x_reference[cut:], ctx.y_reference[cut:])
 
 
 def calibrate(
     config: PrivacyCalibration, model: nn.Module, ctx: DefenseContext
 ) -> tuple[nn.Module, dict[str, float]]:
     """The chosen deployment and the audit's record (every candidate's AUC and accuracy)."""
-    rest, held = audit_split(ctx, config.audit_rows)
-    assert ctx.x_reference is not None and ctx.y_reference is not None
-    holdout = (ctx.x_reference[held], ctx.y_reference[held])
+    rest, holdout = audit_split(ctx, config.audit_rows)
     rng = np.random.default_rng(ctx.seed)
     pick = rng.choice(len(ctx.x), size=min(len(ctx.x), config.audit_rows), replace=False)
     members = (ctx.x[pick], ctx.y[pick])
