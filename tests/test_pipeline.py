@@ -327,3 +327,62 @@ def test_a_truncated_signals_file_is_recomputed(finished_run: Path, tmp_path: Pa
     again = run_audit(load_config(TINY), run, progress=False)
     np.testing.assert_array_equal(Signals.load(sig).logits, logits)
     assert _metrics(again) == _metrics(AuditResults.load(finished_run))
+
+
+USER_MODEL = """
+from torch import nn
+from privquant.models import register_model
+
+
+@register_model("plugin_mlp", images_only=False)
+def plugin_mlp(shape, num_classes, **options):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, {hidden}), nn.ReLU(), nn.Linear({hidden}, num_classes))
+"""
+
+
+@pytest.mark.slow
+def test_user_model_plugin_and_population_from_the_test_part(tmp_path: Path) -> None:
+    import yaml
+
+    from privquant.artifacts import ArtifactCache, load_checkpoint
+    from privquant.data import load_dataset
+    from privquant.membership import MembershipSplit
+    from privquant.models import model_code
+    from privquant.population import train_population
+    from privquant.signals import Signals, query_logits, query_views
+
+    (tmp_path / "cfg").mkdir()
+    plugin = tmp_path / "cfg" / "my_model.py"
+    plugin.write_text(USER_MODEL.format(hidden=128))
+    cfg = {**TINY, "plugins": ["my_model.py"], "model": {"name": "plugin_mlp"}, "naive": False,
+           "data": {"name": "digits", "pool_size": 1000, "reference_size": 0,
+                    "population_size": 200, "population_source": "test"},
+           "variants": [{"name": "fp32"}], "attacks": ["rmia"], "targets": [0]}  # fmt: skip
+    (tmp_path / "cfg" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    config = load_config(tmp_path / "cfg" / "config.yaml")  # the plugin is found next to it
+    res = run_audit(config, tmp_path / "run", progress=False)
+    assert res.variants["fp32"].attacks["rmia"].mean["auc"] > 0.55  # 1 OUT reference per point
+    split = MembershipSplit.load(tmp_path / "run" / "split.npz")
+    assert split.population_part == "test"
+    # The population block holds the models' outputs on exactly those test rows, with their labels.
+    ds = load_dataset("digits")
+    signals = Signals.load(tmp_path / "run" / "signals" / "fp32.npz")
+    assert np.array_equal(signals.population_labels, ds.y_test[split.population])
+    checkpoints = train_population(ds, split, "plugin_mlp", config.train,
+                                   ArtifactCache(tmp_path / "run" / "cache"), progress=False)  # fmt: skip
+    model, _ = load_checkpoint(checkpoints[0])
+    views = query_views(ds.kind, config.population.queries, config.population.query_shift)
+    expected = query_logits(model, ds.x_test[split.population], views)
+    np.testing.assert_allclose(signals.population_logits[0], expected, atol=1e-4)
+    # Editing the plugin's file changes what its trained models are cached under.
+    before = model_code("plugin_mlp")
+    plugin.write_text(USER_MODEL.format(hidden=64))
+    assert model_code("plugin_mlp") != before
+
+
+def test_missing_or_broken_plugin_names_the_entry(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"plugins\[0\]: no Python file at"):
+        load_config({**TINY, "plugins": ["nowhere.py"]})
+    (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(ConfigError, match=r"plugins\[0\]: .*broken.py failed to import.*boom"):
+        load_config({**TINY, "plugins": [str(tmp_path / "broken.py")]})

@@ -42,3 +42,22 @@ def test_split_rejects_impossible_sizes() -> None:
         make_split(100, 10, pool_size=80, n_models=4, reference_size=30)
     with pytest.raises(ConfigError, match="test_size"):
         make_split(100, 10, pool_size=50, n_models=4, test_size=11)
+
+
+def test_population_from_the_test_part(tmp_path: Path) -> None:
+    # Privacy Meter 2's layout: the whole train part is the pool, the population is test rows.
+    s = make_split(3000, 800, 3000, 4, 0, None, seed=3, balanced=True,
+                   population_size=500, population_part="test")  # fmt: skip
+    plain = make_split(3000, 800, 3000, 4, 0, None, seed=3, balanced=True)
+    assert s.population_part == "test" and len(np.unique(s.population)) == 500
+    assert s.population.max() < 800  # indexes the test part, so it may use the whole train part
+    for name in ("pool", "keep", "reference", "test"):  # the rest of the seed's draw is unchanged
+        assert np.array_equal(getattr(s, name), getattr(plain, name))
+    s.save(tmp_path / "split.npz")
+    back = MembershipSplit.load(tmp_path / "split.npz")
+    assert back.population_part == "test" and np.array_equal(back.population, s.population)
+    assert s.summary()["population_part"] == "test"
+    with pytest.raises(ConfigError, match="population_size: 900 exceeds the 800 test rows"):
+        make_split(3000, 800, 3000, 4, population_size=900, population_part="test")
+    with pytest.raises(ConfigError, match="exceeds the 3000 training rows"):
+        make_split(3000, 800, 3000, 4, population_size=10)  # from the train part: no room

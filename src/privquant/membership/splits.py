@@ -19,8 +19,10 @@ class MembershipSplit:
     ``pool``: rows of the dataset's *train* part forming the population; ``keep[m, j]`` is True
     when model ``m`` trains on ``pool[j]``. ``reference``: train-part rows disjoint from the pool,
     held by the defender (never trained on by any audited model). ``test``: rows of the *test*
-    part, for accuracy only. ``population``: train-part rows disjoint from both, that no model
-    and no defense ever trains on (RMIA's population z).
+    part, for accuracy only. ``population``: rows that no model and no defense ever trains on
+    (RMIA's population z): train-part rows disjoint from both when ``population_part`` is
+    "train", else rows of the test part (as Privacy Meter 2 uses CIFAR-10's test set), which
+    may also score accuracy since no model trains on them either.
     """
 
     pool: np.ndarray
@@ -29,13 +31,21 @@ class MembershipSplit:
     test: np.ndarray
     seed: int
     population: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    population_part: str = "train"
 
     def __post_init__(self) -> None:
+        if self.population_part not in ("train", "test"):
+            raise PrivquantError(
+                f"population_part: 'train' or 'test', got {self.population_part!r}"
+            )
         if self.keep.ndim != 2 or self.keep.shape[1] != len(self.pool):
             raise PrivquantError(f"keep must be [models, {len(self.pool)}], got {self.keep.shape}")
         if np.intersect1d(self.pool, self.reference).size:
             raise PrivquantError("reference set overlaps the population pool")
-        if np.intersect1d(self.population, np.r_[self.pool, self.reference]).size:
+        if (
+            self.population_part == "train"
+            and np.intersect1d(self.population, np.r_[self.pool, self.reference]).size
+        ):
             raise PrivquantError("population rows overlap the pool or the reference set")
 
     @property
@@ -49,15 +59,17 @@ class MembershipSplit:
     def save(self, path: str | os.PathLike[str]) -> None:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, pool=self.pool, keep=self.keep, reference=self.reference, test=self.test,
-                     seed=np.int64(self.seed), population=self.population)  # fmt: skip
+                     seed=np.int64(self.seed), population=self.population,
+                     population_part=np.str_(self.population_part))  # fmt: skip
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> MembershipSplit:
         try:
             with np.load(Path(path), allow_pickle=False) as z:
                 population = z["population"] if "population" in z.files else np.zeros(0, np.int64)
+                part = str(z["population_part"]) if "population_part" in z.files else "train"
                 return cls(z["pool"], z["keep"].astype(bool), z["reference"], z["test"], int(z["seed"]),
-                           population)  # fmt: skip
+                           population, part)  # fmt: skip
         except (OSError, KeyError, ValueError) as e:
             raise PrivquantError(f"{path}: not a membership split file ({e})") from e
 
@@ -69,6 +81,7 @@ class MembershipSplit:
             "reference_size": len(self.reference),
             "test_size": len(self.test),
             "population_size": len(self.population),
+            "population_part": self.population_part,
             "seed": self.seed,
         }
 
@@ -83,6 +96,7 @@ def make_split(
     seed: int = 0,
     balanced: bool = False,
     population_size: int = 0,
+    population_part: str = "train",
 ) -> MembershipSplit:
     """Draw a pool, a keep matrix and disjoint reference/test sets, deterministically.
 
@@ -97,11 +111,14 @@ def make_split(
         raise ConfigError(f"n_models: must be >= 1, got {n_models}")
     if pool_size < 2:
         raise ConfigError(f"pool_size: must be >= 2, got {pool_size}")
-    if pool_size + reference_size + population_size > n_train:
+    from_train = population_size if population_part == "train" else 0
+    if pool_size + reference_size + from_train > n_train:
         raise ConfigError(
-            f"pool_size + reference_size + population_size = {pool_size + reference_size + population_size} "
+            f"pool_size + reference_size + population_size = {pool_size + reference_size + from_train} "
             f"exceeds the {n_train} training rows"
         )
+    if population_part == "test" and population_size > n_test:
+        raise ConfigError(f"population_size: {population_size} exceeds the {n_test} test rows")
     test_size = n_test if test_size is None else test_size
     if test_size > n_test:
         raise ConfigError(f"test_size: {test_size} exceeds the {n_test} test rows")
@@ -112,10 +129,12 @@ def make_split(
     # Drawn after the reference rows from the same permutation: adding population rows leaves
     # the pool, keep matrix, reference and test rows of a seed unchanged.
     start = pool_size + reference_size
-    population = np.sort(perm[start : start + population_size])
+    population = np.sort(perm[start : start + from_train])
     test = np.sort(rng.permutation(n_test)[:test_size])
     if balanced and n_models > 1:
         keep = rng.random((n_models, pool_size)).argsort(axis=0) < n_models // 2
     else:
         keep = rng.random((n_models, pool_size)) < 0.5
-    return MembershipSplit(pool, keep, reference, test, seed, population)
+    if population_part == "test":  # its own stream: the draws above stay those of the seed
+        population = np.sort(np.random.default_rng([seed, 1]).permutation(n_test)[:population_size])
+    return MembershipSplit(pool, keep, reference, test, seed, population, population_part)

@@ -7,6 +7,9 @@ checkpoint can rebuild the exact architecture from JSON alone.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +53,23 @@ def register_model(
 
 def model_names() -> list[str]:
     return list(MODELS)
+
+
+def model_code(name: str) -> str | None:
+    """sha256 of the source file defining a model registered outside privquant, else None.
+
+    privquant's own models are covered by the cache's code version; a user model (a config
+    plugin) is not, so an edit to its file must change the trained-model cache key.
+    """
+    builder = MODELS[check_model_name(name)].build
+    module = sys.modules.get(builder.__module__)
+    if builder.__module__.startswith("privquant.") or module is None:
+        return None
+    try:
+        source = inspect.getsource(module)
+    except (OSError, TypeError):  # defined interactively: key on the builder's bytecode instead
+        source = repr(builder.__code__.co_code)
+    return hashlib.sha256(source.encode()).hexdigest()
 
 
 def check_model_name(name: str) -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +33,11 @@ class DataConfig(_Strict):
     test_size: int | None = Field(None, ge=1, description="test rows for accuracy (None: all)")
     population_size: int = Field(
         0, ge=0, description="rows no model or defense trains on, queried as RMIA's population z"
+    )
+    population_source: Literal["train", "test"] = Field(
+        "train",
+        description="where population rows come from: the train part (disjoint from pool and "
+        "reference) or the test part (as Privacy Meter 2 does)",
     )
 
 
@@ -67,6 +75,11 @@ class PopulationConfig(_Strict):
 class AuditConfig(_Strict):
     name: str = Field("audit", min_length=1, max_length=200)
     seed: int = 0
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Python files imported before validation (e.g. to register_model a user "
+        "model); relative paths: next to the config file, else the working directory",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -163,9 +176,44 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> AuditConfig:
             raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
         if not isinstance(source, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
+    base = Path(where).parent if where != "config" else Path.cwd()
+    source = {**source, "plugins": load_plugins(source.get("plugins") or [], base, where)}
     try:
         return AuditConfig.model_validate(source)
     except ValidationError as e:
         raise ConfigError(format_errors(e, where)) from None
     except ConfigError as e:  # raised by nested validators (bits, attack names)
         raise ConfigError(f"{where}: {e}") from None
+
+
+def load_plugins(paths: Any, base: Path, where: str = "config") -> list[str]:
+    """Import each Python file in ``paths`` once (a relative path is looked up next to the
+    config file, then in the working directory); returns ``paths`` as given.
+
+    A plugin registers what a config names (a model, a defense) before the config is validated,
+    so a user model needs no edit to privquant. Files run as given: only list files you trust.
+    """
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise ConfigError(f"{where}: plugins: expected a list of Python file paths, got {paths!r}")
+    loaded = []
+    for i, entry in enumerate(paths):
+        tried = [Path(entry)] if Path(entry).is_absolute() else [base / entry, Path.cwd() / entry]
+        found = [p.resolve() for p in tried if p.suffix == ".py" and p.is_file()]
+        if not found:
+            raise ConfigError(
+                f"{where}: plugins[{i}]: no Python file at {' or '.join(map(str, tried))}"
+            )
+        path = found[0]
+        name = "privquant_plugin_" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception as e:
+                del sys.modules[name]
+                raise ConfigError(f"{where}: plugins[{i}]: {path} failed to import ({e!r})") from e
+        loaded.append(entry)
+    return loaded

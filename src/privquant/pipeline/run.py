@@ -97,7 +97,8 @@ def _signals_for_variant(
     # Everything that determines these signals: an edited config never reuses stale ones.
     key = content_hash({"code": code_version(SIGNALS_CODE), "data": ds.checksum, "pool": split.pool,
                         "keep": split.keep, "reference": split.reference, "test": split.test,
-                        "population": split.population, "model": config.model, "train": config.train,
+                        "population": split.population, "population_part": split.population_part,
+                        "model": config.model, "train": config.train,
                         "steps": _steps_identity(variant), "queries": config.population.queries,
                         "query_shift": config.population.query_shift,
                         "noise_queries": config.population.noise_queries, "seed": config.seed})  # fmt: skip
@@ -116,11 +117,15 @@ def _signals_for_variant(
                            transforms=tuple(variant.transform_steps), reference=split.reference)  # fmt: skip
         jobs.append(QueryJob(deploy, tuple(variant.output_steps), split.pool, split.population,
                              split.test if m in config.targets else None, config.population.queries,
-                             config.population.query_shift, config.population.noise_queries))  # fmt: skip
+                             config.population.query_shift, config.population.noise_queries,
+                             split.population_part))  # fmt: skip
     start = time.perf_counter()
     outs = executor.map(query_one, jobs, desc=f"variant {variant.name}", progress=progress,
                         shared={"ds": ds, "cache": cache})  # fmt: skip
     has_population = outs[0]["population"] is not None
+    population_labels = (ds.y_test if split.population_part == "test" else ds.y_train)[
+        split.population
+    ]
     extras = (
         {"noise_robustness": np.stack([o["robustness"] for o in outs])}
         if outs[0]["robustness"] is not None
@@ -128,7 +133,7 @@ def _signals_for_variant(
     )
     signals = Signals(np.stack([o["logits"] for o in outs]), ds.y_train[split.pool], split.keep,
                       np.stack([o["population"] for o in outs]) if has_population else None,
-                      ds.y_train[split.population] if has_population else None, extras)  # fmt: skip
+                      population_labels if has_population else None, extras)  # fmt: skip
     meta = {
         "key": key,
         "per_model": [o["record"] for o in outs],
@@ -273,7 +278,8 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
     ds = load_dataset(config.data.name)
     split = make_split(len(ds.y_train), len(ds.y_test), config.data.pool_size, config.population.n_models,
                        config.data.reference_size, config.data.test_size, seed=config.seed,
-                       balanced=config.population.balanced, population_size=config.data.population_size)  # fmt: skip
+                       balanced=config.population.balanced, population_size=config.data.population_size,
+                       population_part=config.data.population_source)  # fmt: skip
     _preflight(config, ds)
     run_dir.mkdir(parents=True, exist_ok=True)
     _start_run_folder(config, run_dir, split)

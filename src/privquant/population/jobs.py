@@ -18,7 +18,7 @@ import privquant
 from privquant.artifacts import ArtifactCache, save_checkpoint
 from privquant.data import Dataset
 from privquant.defenses import DefenseConfig, DefenseContext, get_defense, train_model
-from privquant.models import build_model
+from privquant.models import build_model, model_code
 from privquant.training import TrainConfig, channel_stats
 
 
@@ -82,6 +82,9 @@ def job_key(job: TrainJob, ds: Dataset, cache: ArtifactCache) -> str:
     parts: dict[str, Any] = dict(kind="trained_model", dataset=ds.checksum, model=job.model,
                                  options=job.model_options, train=job.train.model_dump(mode="json"),
                                  members=job.members)  # fmt: skip
+    user_code = model_code(job.model)
+    if user_code is not None:  # a plugin's model: its file is part of what the model depends on
+        parts["model_code"] = user_code
     if job.defense is not None:  # plain models keep their key; each defense gets its own
         parts["defense"] = job.defense.model_dump(mode="json")
         parts["defense_code"] = get_defense(job.defense.method).code

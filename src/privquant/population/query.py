@@ -40,6 +40,7 @@ class QueryJob:
     queries: int = 1
     query_shift: int = 1
     noise_queries: int = 0
+    population_part: str = "train"  # which dataset part ``population`` indexes
 
 
 def query_one(job: QueryJob, ds: Dataset, cache: ArtifactCache) -> dict[str, Any]:
@@ -55,7 +56,13 @@ def query_one(job: QueryJob, ds: Dataset, cache: ArtifactCache) -> dict[str, Any
     x_pool, y_pool = ds.x_train[job.pool], ds.y_train[job.pool]
     logits = query_logits(model, x_pool, views)
     population = (
-        query_logits(model, ds.x_train[job.population], views) if len(job.population) else None
+        query_logits(
+            model,
+            (ds.x_test if job.population_part == "test" else ds.x_train)[job.population],
+            views,
+        )
+        if len(job.population)
+        else None
     )
     robustness = (noise_robustness(model, x_pool, y_pool, job.noise_queries, seed=d.seed)
                   if job.noise_queries else None)  # fmt: skip
