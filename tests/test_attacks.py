@@ -161,6 +161,23 @@ def test_rmia_equals_its_formula_on_a_hand_computed_case() -> None:
     np.testing.assert_allclose(rmia_score(s, 0, refs, offline_a=0.5), frac + tie_break, atol=1e-6)
 
 
+def test_rmia_offline_a_is_tuned_on_shadows_by_the_full_search() -> None:
+    """The tuned a is the grid point whose full offline RMIA has the best mean shadow AUC."""
+    from privquant.attacks.rmia import A_GRID, _log_ratios, tune_offline_a
+    from privquant.metrics import auc
+
+    s = synthetic_signals(m=8, n=600)
+    refs = np.arange(1, 8)
+
+    def shadow_auc(a: float) -> float:
+        return float(np.mean([auc(_log_ratios(s, int(p), refs[refs != p], False, a, 1.0)[0], s.keep[p])
+                              for p in refs[:2]]))  # fmt: skip
+
+    aucs = [shadow_auc(float(a)) for a in A_GRID]
+    assert tune_offline_a(s, refs) == float(A_GRID[int(np.argmax(aucs))])
+    assert len(set(np.round(aucs, 6))) > 1  # a matters on these signals, so the test can fail
+
+
 def test_rmia_uses_the_population_block_when_present() -> None:
     from privquant.attacks.rmia import rmia_score
 

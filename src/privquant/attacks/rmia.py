@@ -68,10 +68,18 @@ def _log_px(
         log_out, n_out = _log_mean(log_p, out_mask)
         both = (n_in > 0) & (n_out > 0)
         return np.where(both, np.logaddexp(log_in, log_out) - np.log(2), all_refs)
+    return _offline_log_px(_log_q_out(log_q, out_mask), a)
+
+
+def _log_q_out(log_q: np.ndarray, out_mask: np.ndarray) -> np.ndarray:
+    """log of the mean 1 - p over OUT references: offline RMIA's part that does not depend on a."""
     log_q_out, n_out = _log_mean(log_q, out_mask)
     # Points without an OUT reference borrow the average over points (rare with coin flips).
     fallback = logsumexp(log_q) - np.log(log_q.size)
-    log_q_out = np.where(n_out > 0, log_q_out, fallback)
+    return np.where(n_out > 0, log_q_out, fallback)
+
+
+def _offline_log_px(log_q_out: np.ndarray, a: float) -> np.ndarray:
     return np.log1p(-0.5 * (1 + a) * np.exp(log_q_out))
 
 
@@ -107,18 +115,23 @@ def tune_offline_a(
 
     As Privacy Meter does with a reference model: offline RMIA approximates the IN
     distribution through ``a``, whose best value depends on how much models memorize.
+    The OUT references' mean is computed once per pseudo-target; only the cheap map from it
+    to Pr(x) is redone for each ``a`` on the grid.
     """
     if len(references) < 3:
         return 0.3
+    lp, lq = _log_p(signals, temperature)
+    aucs = np.empty((min(n_pseudo, len(references)), len(A_GRID)))
+    for i, p in enumerate(references[:n_pseudo]):
+        others = references[references != p]
+        out_mask = even_reference_counts(~signals.keep[others], signals.n_models - len(others))
+        q_out = _log_q_out(lq[others], out_mask)
+        for j, a in enumerate(A_GRID):
+            aucs[i, j] = auc(lp[p] - _offline_log_px(q_out, float(a)), signals.keep[p])
     best, best_auc = 0.3, -1.0
-    for a in A_GRID:
-        aucs = []
-        for p in references[:n_pseudo]:
-            others = references[references != p]
-            rx, _ = _log_ratios(signals, int(p), others, False, float(a), temperature)
-            aucs.append(auc(rx, signals.keep[p]))
-        if np.mean(aucs) > best_auc + 1e-12:
-            best, best_auc = float(a), float(np.mean(aucs))
+    for a, mean_auc in zip(A_GRID, aucs.mean(0), strict=True):
+        if mean_auc > best_auc + 1e-12:
+            best, best_auc = float(a), float(mean_auc)
     return best
 
 
