@@ -8,7 +8,7 @@ The work (benchmarks/pm2_cifar10/config.yaml): 4 models of PM2's 62k-parameter C
 CIFAR-10 rows each, 100 epochs, CIFAR-10's test set as population, offline RMIA against model 0
 with one reference model. PATH is a checkout (or bare git mirror) of privacytrustlab/ml_privacy_meter;
 PM2 runs unmodified from a copy of it, with benchmarks/pm2_shim first on its PYTHONPATH for the
-packages it imports but that are missing here (torchvision, transformers, peft; see its README).
+packages it imports but that are missing here (torchvision, transformers, peft, datasets; see its README).
 
 Each side runs in its own fresh process and folder (no cache reused); the script prints JSON
 with wall time, seconds per model, share of time per stage, peak RSS and the RMIA AUC of each
