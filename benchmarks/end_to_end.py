@@ -29,9 +29,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from privquant.machine import machine_info
+from privquant.metrics import evaluate_scores
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "pm2_cifar10" / "config.yaml"
@@ -85,7 +87,7 @@ def run_privquant(config: Path, work: Path, epochs: int | None) -> dict[str, Any
         "stage_seconds": stages,
         "stage_share": {k: v / wall for k, v in stages.items()},
         "rmia_auc": rmia["auc"],
-        "rmia_auc_ci": rmia.get("auc_ci"),
+        "rmia_auc_ci95": rmia.get("ci", {}).get("auc"),
         "rmia_tpr_at_0.1%_fpr": rmia["tpr@0.1%fpr"],
         "audited_points": results["split"]["pool_size"],
         "target_test_accuracy": fp32["test_accuracy"],
@@ -143,6 +145,9 @@ def run_pm2(path: Path, work: Path, epochs: int) -> dict[str, Any]:
     if proc["returncode"] != 0:
         raise SystemExit(f"Privacy Meter 2 failed ({proc['returncode']}); see {log}")
     auc = re.findall(r"Target Model 0: AUC ([0-9.]+), TPR@0.1%FPR of ([0-9.]+)", text)
+    # PM2 saves its scores: score them with the same metrics (and bootstrap CI) as privquant's.
+    saved = np.load(root / "demo_cifar10" / "report" / "exp" / "attack_result_0.npz")
+    ours = evaluate_scores(saved["scores"], saved["memberships"], threshold=0.5, n_bootstrap=100)
     test_acc = re.findall(r"Test accuracy ([0-9.]+)", text)
     stages = {
         "load_data": _seconds("Loading dataset took", text),
@@ -158,9 +163,11 @@ def run_pm2(path: Path, work: Path, epochs: int) -> dict[str, Any]:
         "seconds_per_model": wall / 4,
         "stage_seconds": stages,
         "stage_share": {k: v / wall for k, v in stages.items()},
-        "rmia_auc": float(auc[-1][0]) if auc else None,
-        "rmia_tpr_at_0.1%_fpr": float(auc[-1][1]) if auc else None,
-        "audited_points": 10_000,
+        "rmia_auc_pm2_log": float(auc[-1][0]) if auc else None,
+        "rmia_auc": ours["auc"],
+        "rmia_auc_ci95": ours["ci"]["auc"],
+        "rmia_tpr_at_0.1%_fpr": ours["tpr@0.1%fpr"],
+        "audited_points": int(len(saved["scores"])),
         "test_accuracy_per_model": [float(a) for a in test_acc],
         "log": str(log),
     }
