@@ -181,6 +181,9 @@ def main() -> None:
     p.add_argument("--work", type=Path, help="folder for both runs (default: a temporary one)")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--pm2-first", action="store_true", help="run Privacy Meter 2 before privquant")
+    p.add_argument("--pm2-result", type=Path,
+                   help="take Privacy Meter 2's side from this earlier output (same machine) "
+                   "instead of running it again")  # fmt: skip
     args = p.parse_args()
     if args.pm2 is not None and not args.pm2.exists():
         raise SystemExit(f"--pm2 {args.pm2}: no such folder")
@@ -200,9 +203,14 @@ def main() -> None:
     if args.pm2 is not None:
         pm2 = ("privacy_meter_2", lambda: run_pm2(args.pm2, work, epochs or config_epochs))
         sides = [pm2, *sides] if args.pm2_first else [*sides, pm2]
+    if args.pm2_result is not None:
+        earlier = json.loads(args.pm2_result.read_text())
+        out["privacy_meter_2"] = {**earlier["privacy_meter_2"], "from": str(args.pm2_result),
+                                  "measured_at": earlier.get("finished_at")}  # fmt: skip
     for name, fn in sides:
         print(f"running {name} in {work} ...", file=sys.stderr, flush=True)
         out[name] = fn()
+    out["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if "privacy_meter_2" in out:
         ours, theirs = out["privquant"], out["privacy_meter_2"]
         out["speedup"] = theirs["wall_seconds"] / ours["wall_seconds"]
