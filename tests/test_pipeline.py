@@ -386,3 +386,6 @@ def test_missing_or_broken_plugin_names_the_entry(tmp_path: Path) -> None:
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
     with pytest.raises(ConfigError, match=r"plugins\[0\]: .*broken.py failed to import.*boom"):
         load_config({**TINY, "plugins": [str(tmp_path / "broken.py")]})
+    (tmp_path / "empty.py").write_text("")
+    with pytest.raises(ConfigError, match="Ray workers do not import config plugins"):
+        load_config({**TINY, "plugins": [str(tmp_path / "empty.py")], "executor": {"kind": "ray"}})

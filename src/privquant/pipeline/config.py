@@ -120,6 +120,9 @@ class AuditConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> AuditConfig:
+        if self.plugins and self.executor.kind == "ray":
+            raise ValueError("plugins: Ray workers do not import config plugins yet; "
+                             "use executor: {kind: local}")  # fmt: skip
         names = [v.name for v in self.variants]
         if "fp32" not in names or self.variants[names.index("fp32")].steps:
             raise ValueError(
