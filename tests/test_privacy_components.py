@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+import privquant.defenses.bit_allocation as bit_allocation
+import privquant.defenses.calibration as calibration
 from privquant.artifacts import ArtifactCache
 from privquant.defenses import VariantConfig, apply_transforms, train_model
+from privquant.defenses.base import REFERENCE_ORDER_SEED
 from privquant.pipeline import load_config, run_audit
 from privquant.quant import quant_layers
 from privquant.training import evaluate, predict_logits
@@ -101,7 +104,7 @@ def test_the_internal_audit_reads_no_evaluation_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Through the pipeline: every row the audit reads is one of the audited model's members or
-    one of the last defender reference rows; none is a pool non-member, a population (RMIA) row
+    one of the defender reference rows held out for it; none is a pool non-member, a population (RMIA) row
     or a test row; and the candidates never see the audit rows."""
     import privquant.defenses.calibration as calibration
     from privquant.data import load_dataset
@@ -144,18 +147,18 @@ def test_the_internal_audit_reads_no_evaluation_row(
         """Dataset rows equal to ``row`` (digits has a few duplicate images)."""
         return set(np.nonzero((flat == row.reshape(-1)).all(1))[0].tolist())
 
-    audit_rows = set(split.reference[-60:].tolist())
-    evaluation = (
-        set(split.population.tolist()) | set(split.pool.tolist()) | set(split.test.tolist())
-    )
+    order = np.random.default_rng(REFERENCE_ORDER_SEED).permutation(len(split.reference))
+    audit_idx = split.reference[np.sort(order[-60:])]  # training-file indices of the audit rows
+    # Indices, not pixels (digits has duplicate images): the audit rows are reference rows, and
+    # no reference row is a pool or population row (test rows live in the other file part).
+    assert not set(audit_idx.tolist()) & (set(split.pool.tolist()) | set(split.population.tolist()))
     for m in range(split.n_models):
         members_read, holdout_read = audited[2 * m]
         own = set(split.members(m).tolist())
         assert all(matches(r) & own for r in members_read)
-        assert all(matches(r) & audit_rows for r in holdout_read)
-        assert not any(matches(r) & evaluation for r in holdout_read)
+        assert holdout_read.tobytes() == ds.x_train[audit_idx].tobytes()
     for x_ref in seen_by_candidates:  # the candidates get the reference rows minus the audit rows
-        assert x_ref.tobytes() == ds.x_train[split.reference[:-60]].tobytes()
+        assert x_ref.tobytes() == ds.x_train[split.reference[np.sort(order[:-60])]].tobytes()
     info = res.variants["cal"].defense_info
     assert info is not None and {"chosen", "audit_auc", "target_met"} <= set(info)
 
@@ -199,3 +202,41 @@ def test_targets_that_shipped_different_candidates_average_what_each_recorded() 
     infos = [{"chosen": 0.0, "audit_auc": 0.56}, {"chosen": 2.0, "audit_auc": 0.52, "end_gap": 0.1}]
     assert _mean_info(infos) == pytest.approx({"chosen": 1.0, "audit_auc": 0.54, "end_gap": 0.1})
     assert _mean_info([]) is None
+
+
+def test_reference_subsets_cover_every_class_of_a_class_sorted_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """This CIFAR-10 copy is sorted by class: a method taking the first (or last) N reference
+    rows would see a few classes. Subsets, the calibration's audit rows and the bit allocation's
+    measurement rows come from one fixed shuffled order instead."""
+    from privquant.defenses import DefenseContext
+    from privquant.defenses.bit_allocation import EVAL_ROWS
+    from privquant.training import TrainConfig
+
+    y = np.repeat(np.arange(10), 300)  # sorted by class, as the file is
+    x = np.arange(len(y), dtype=np.float32)[:, None]  # each row's value is its position
+    ctx = DefenseContext(x=x, y=y, x_reference=x.copy(), y_reference=y.copy(), num_classes=10,
+                         train=TrainConfig(), seed=0, model_fn=lambda _: None)  # fmt: skip
+    _, y_sub = ctx.reference_rows(200, "rows")
+    assert np.bincount(y_sub, minlength=10).min() >= 10
+    x_again, _ = ctx.reference_rows(200, "reference_rows")  # a control and a defense: same rows
+    np.testing.assert_array_equal(x_again, ctx.reference_rows(200, "rows")[0])
+    rest, (x_audit, y_audit) = calibration.audit_split(ctx, 300)
+    assert np.bincount(y_audit, minlength=10).min() >= 15
+    assert len(rest.x_reference) + len(x_audit) == len(x)
+    assert not set(x_audit[:, 0]) & set(rest.x_reference[:, 0])
+    # A train-stage step's prefix and the audit rows stay disjoint while the counts fit.
+    x_train_step, _ = ctx.reference_rows(len(x) - 300, "reference_rows")
+    assert not set(x_train_step[:, 0]) & set(x_audit[:, 0])
+    # Bit allocation measures on seeded subsets of members and reference rows.
+    seen: list[np.ndarray] = []
+
+    def spy(model, xs, ys):  # noqa: ANN001, ANN202
+        seen.append(ys)
+        return {"accuracy": 0.5, "loss": 1.0}
+
+    monkeypatch.setattr(bit_allocation, "evaluate", spy)
+    bit_allocation._measure(None, ctx)
+    assert len(seen) == 2 and all(len(s) == min(EVAL_ROWS, len(x)) for s in seen)
+    assert all(np.bincount(s, minlength=10).min() >= 100 for s in seen)

@@ -28,6 +28,7 @@ from privquant.errors import ConfigError
 from privquant.training import TrainConfig, Trainer, seed_everything
 
 Stage = Literal["train", "transform", "output"]
+REFERENCE_ORDER_SEED = 0
 STAGE_ORDER: dict[str, int] = {"train": 0, "transform": 1, "output": 2}
 
 
@@ -60,6 +61,36 @@ class DefenseContext:
     # What else determines a model trained here (dataset checksum, architecture, options):
     # handlers key cached intermediates on it; None (e.g. a user's own model) disables caching.
     identity: dict[str, Any] | None = None
+
+    def reference_order(self) -> np.ndarray:
+        """Positions of the reference rows in one fixed shuffled order.
+
+        Methods that use part of the reference rows take a prefix of this order, never the first
+        rows of the array: dataset files may be sorted by class (this CIFAR-10 copy is), so the
+        first rows can be a few classes. The order is the same for every model and method, so a
+        control and a defense asking for the same number of rows get the same rows.
+        """
+        n = 0 if self.x_reference is None else len(self.x_reference)
+        return np.random.default_rng(REFERENCE_ORDER_SEED).permutation(n)
+
+    def reference_positions(self, n: int | None, field: str) -> np.ndarray:
+        """Positions (sorted) of ``n`` reference rows (None: all), a class-unbiased subset;
+        errors name the config ``field`` that asked."""
+        have = 0 if self.x_reference is None else len(self.x_reference)
+        if have == 0 or (n is not None and n > have):
+            raise ConfigError(
+                f"{field}: {'all' if n is None else n} defender reference rows asked, {have} "
+                "available (data.reference_size)"
+            )
+        if n is None or n == have:
+            return np.arange(have)
+        return np.sort(self.reference_order()[:n])
+
+    def reference_rows(self, n: int | None, field: str) -> tuple[np.ndarray, np.ndarray]:
+        """The rows at :meth:`reference_positions` (x, y)."""
+        pick = self.reference_positions(n, field)
+        assert self.x_reference is not None and self.y_reference is not None
+        return self.x_reference[pick], self.y_reference[pick]
 
     def fresh_model(self, x: np.ndarray | None = None, seed: int | None = None) -> nn.Module:
         """A new untrained model (seeded, normalization fitted on ``x``; default the members)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, field_validator
 from torch import nn
 
@@ -59,8 +60,10 @@ class PrivacyBitAllocation(DefenseConfig):
 
 def _measure(model: nn.Module, ctx: DefenseContext) -> tuple[float, float]:
     """(accuracy on reference rows, reference loss - member loss)."""
-    xm, ym = ctx.x[:EVAL_ROWS], ctx.y[:EVAL_ROWS]
-    xr, yr = ctx.x_reference[:EVAL_ROWS], ctx.y_reference[:EVAL_ROWS]
+    # Seeded subsets, not the first rows: a class-sorted file would measure a few classes.
+    members = np.sort(np.random.default_rng(ctx.seed).permutation(len(ctx.x))[:EVAL_ROWS])
+    xm, ym = ctx.x[members], ctx.y[members]
+    xr, yr = ctx.reference_rows(min(EVAL_ROWS, len(ctx.x_reference)), "privacy_bits")
     ref = evaluate(model, xr, yr)
     return ref["accuracy"], ref["loss"] - evaluate(model, xm, ym)["loss"]
 

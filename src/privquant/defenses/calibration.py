@@ -3,14 +3,15 @@ the defender holds, ship the most accurate one that meets the target.
 
 The internal audit is the defender's own: it knows its members, so it scores the candidate
 model's loss, confidence and entropy on a sample of members against reference rows that no
-step of this variant trained on (the *audit rows*: the last ``audit_rows`` reference rows,
-withheld from the candidates), and takes the best of those attacks' AUC, read in whichever
+step of this variant trained on (the *audit rows*: the last ``audit_rows`` reference rows in
+the context's fixed shuffled order, withheld from the candidates), and takes the best of those attacks' AUC, read in whichever
 direction separates better. That is a global-threshold attack with an oracle threshold sweep;
 it needs no shadow models, reads no row of the evaluation (the context holds only the members
 and the reference rows), and is cheap enough to run per candidate.
 
-Keep the audit rows disjoint from reference rows a train-stage step uses (``split_distill``
-and ``with_reference_rows`` take the *first* reference rows).
+Keep the audit rows disjoint from reference rows a train-stage step uses: ``split_distill``,
+``reference_distill`` and ``with_reference_rows`` take the *first* rows of the same shuffled
+order, so they stay disjoint while the two counts add up to at most ``data.reference_size``.
 """
 
 from __future__ import annotations
@@ -110,10 +111,13 @@ def audit_split(
             f"rows, {n_ref} exist (data.reference_size)"
         )
     assert ctx.x_reference is not None and ctx.y_reference is not None
-    cut = n_ref - audit_rows
-    rest = dataclasses.replace(ctx, x_reference=ctx.x_reference[:cut],
-                               y_reference=ctx.y_reference[:cut])  # fmt: skip
-    return rest, (ctx.x_reference[cut:], ctx.y_reference[cut:])
+    # The audit rows are the tail of the context's shuffled order, not of the array: on a
+    # class-sorted file the last rows would be the last classes only.
+    order = ctx.reference_order()
+    keep, audit = np.sort(order[: n_ref - audit_rows]), np.sort(order[n_ref - audit_rows :])
+    rest = dataclasses.replace(ctx, x_reference=ctx.x_reference[keep],
+                               y_reference=ctx.y_reference[keep])  # fmt: skip
+    return rest, (ctx.x_reference[audit], ctx.y_reference[audit])
 
 
 def calibrate(

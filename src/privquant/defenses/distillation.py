@@ -91,7 +91,12 @@ def split_teacher_targets(
     n, c = len(ctx.x), ctx.num_classes
     rng = np.random.default_rng(ctx.train.seed + TEACHER_SEED_OFFSET)
     excluded = assign_exclusions(n, config.teachers, config.exclusions, rng)
-    x_ref = _reference_rows(ctx, config.reference_rows) if config.reference_rows else None
+    ref_pos = (
+        ctx.reference_positions(config.reference_rows, "reference_rows")
+        if config.reference_rows
+        else None
+    )
+    x_ref = None if ref_pos is None else ctx.x_reference[ref_pos]
     member_targets = np.zeros((n, c))
     ref_targets = None if x_ref is None else np.zeros((len(x_ref), c))
     for k in range(config.teachers):
@@ -99,7 +104,7 @@ def split_teacher_targets(
         on_held_out, on_reference = teacher_logits(ctx, ~excluded[k], _teacher_recipe(ctx, k))
         member_targets[held_out] += soft_labels(on_held_out, config.temperature)
         if ref_targets is not None:
-            ref_targets += soft_labels(on_reference[: len(x_ref)], config.temperature)
+            ref_targets += soft_labels(on_reference[ref_pos], config.temperature)
     member_targets /= config.exclusions
     onehot = np.eye(c)[ctx.y]
     member_targets = (
@@ -148,14 +153,6 @@ def teacher_logits(
         return z["held_out"].astype(np.float64), z["reference"].astype(np.float64)
 
 
-def _reference_rows(ctx: DefenseContext, n: int | None) -> np.ndarray:
-    if ctx.x_reference is None or len(ctx.x_reference) == 0:
-        raise ConfigError("this defense needs defender reference rows (data.reference_size > 0)")
-    if n is not None and n > len(ctx.x_reference):
-        raise ConfigError(f"reference_rows: {n} asked, {len(ctx.x_reference)} reference rows exist")
-    return ctx.x_reference[:n]
-
-
 def train_student(ctx: DefenseContext, x: np.ndarray, targets: np.ndarray) -> nn.Module:
     """A fresh model (new initialization, normalization fitted on ``x``) trained on soft targets."""
     objective = SoftTargetCrossEntropy(torch.from_numpy(targets))
@@ -171,7 +168,7 @@ def _split_distill(config: SplitDistill, ctx: DefenseContext) -> nn.Module:
 
 @register_defense(ReferenceDistill, "train")
 def _reference_distill(config: ReferenceDistill, ctx: DefenseContext) -> nn.Module:
-    x_ref = _reference_rows(ctx, config.reference_rows)
+    x_ref, _ = ctx.reference_rows(config.reference_rows, "reference_rows")
     teacher = ctx.train_fresh(ctx.x, ctx.y, _teacher_recipe(ctx, 0))
     targets = soft_labels(predict_logits(teacher, x_ref), config.temperature)
     return train_student(ctx, x_ref, targets)

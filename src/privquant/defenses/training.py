@@ -9,7 +9,6 @@ from pydantic import Field
 from torch import nn
 
 from privquant.defenses.base import DefenseConfig, DefenseContext, register_defense
-from privquant.errors import ConfigError
 from privquant.training import Callback, RelaxLoss, evaluate
 
 
@@ -36,19 +35,9 @@ class WithReferenceRows(DefenseConfig):
     rows: int = Field(1000, ge=1, description="reference rows added to the members")
 
 
-def _reference_rows(ctx: DefenseContext, rows: int, field: str) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``rows`` defender reference rows, or an error naming the field."""
-    if ctx.x_reference is None or ctx.y_reference is None or len(ctx.x_reference) < rows:
-        have = 0 if ctx.x_reference is None else len(ctx.x_reference)
-        raise ConfigError(
-            f"{field}: {rows} reference rows asked, {have} available (data.reference_size)"
-        )
-    return ctx.x_reference[:rows], ctx.y_reference[:rows]
-
-
 @register_defense(WithReferenceRows, "train")
 def _with_reference_rows(config: WithReferenceRows, ctx: DefenseContext) -> nn.Module:
-    x_ref, y_ref = _reference_rows(ctx, config.rows, "rows")
+    x_ref, y_ref = ctx.reference_rows(config.rows, "rows")
     return ctx.train_fresh(np.concatenate([ctx.x, x_ref]), np.concatenate([ctx.y, y_ref]))
 
 
@@ -112,7 +101,7 @@ class _BestEpoch(Callback):
 
 @register_defense(EarlyStopping, "train")
 def _early_stopping(config: EarlyStopping, ctx: DefenseContext) -> nn.Module:
-    x_val, y_val = _reference_rows(ctx, config.validation_rows, "validation_rows")
+    x_val, y_val = ctx.reference_rows(config.validation_rows, "validation_rows")
     best = _BestEpoch(x_val, y_val, config.patience)
     model = ctx.train_fresh(callbacks=[best])
     model.privquant_defense_info = {"stopped_at_epoch": float(best.best_epoch)}  # type: ignore[attr-defined]
