@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from privquant.artifacts import load_checkpoint
 from privquant.data import load_dataset
 from privquant.machine import machine_info
@@ -39,7 +41,10 @@ def main() -> None:
     model, meta = load_checkpoint(args.checkpoint)
     ds = load_dataset(meta["train"]["dataset"])
     n = meta["train"]["train_size"]
-    x, y = ds.x_train[:n], ds.y_train[:n]
+    # The checkpoint's own training rows: `privquant train` draws them with its seed.
+    seed = meta["train"].get("train_rows_seed", 0)
+    rows = np.sort(np.random.default_rng(seed).permutation(len(ds.y_train))[:n])
+    x, y = ds.x_train[rows], ds.y_train[rows]
     calib = calibration_batches(x, 8)
     fp = evaluate(model, ds.x_test, ds.y_test)["accuracy"]
     n_params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())

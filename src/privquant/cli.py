@@ -234,8 +234,10 @@ def _deploy_checkpoint(args: argparse.Namespace, variant: VariantConfig) -> int:
         from privquant.quant.onnx_export import onnx_logits, onnx_session
         from privquant.quant.onnx_int8 import export_onnx_int8
 
-        # Activation ranges from the owner's own training rows (what the owner has).
-        path = export_onnx_int8(deployed, out / "model.int8.onnx", ds.input_shape, ctx.x[:512])
+        # Activation ranges from a seeded sample of the owner's own training rows (what the owner
+        # has; a sample, since dataset files may be sorted by class).
+        calib = np.sort(np.random.default_rng(args.seed).permutation(len(ctx.x))[:512])
+        path = export_onnx_int8(deployed, out / "model.int8.onnx", ds.input_shape, ctx.x[calib])
         logits = onnx_logits(onnx_session(path), ds.x_test)
         summary["onnx_int8"] = {
             "path": str(path.resolve()),
