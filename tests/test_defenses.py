@@ -285,13 +285,15 @@ def test_split_distill_labels_each_member_only_with_teachers_that_never_saw_it(
     expected = np.stack([np.mean([outputs[k][i] for k in np.nonzero(excluded[:, i])[0]], axis=0)
                          for i in range(len(ctx.x))])  # fmt: skip
     np.testing.assert_allclose(targets[: len(ctx.x)], expected, atol=1e-6)
-    # Reference rows (no teacher trained on them) get the mean of all teachers.
+    # Reference rows (no teacher trained on them) get the mean of all teachers; the 20 rows are
+    # the context's class-unbiased subset, not the first 20.
+    x_ref, _ = ctx.reference_rows(20, "reference_rows")
     ref = np.mean(
-        [soft_labels(predict_logits(model, ctx.x_reference[:20]), 1.0) for _, model in trained],
+        [soft_labels(predict_logits(model, x_ref), 1.0) for _, model in trained],
         axis=0,
     )
     np.testing.assert_allclose(targets[len(ctx.x) :], ref, atol=1e-6)
-    assert len(x) == len(ctx.x) + 20
+    assert len(x) == len(ctx.x) + 20 and x[len(ctx.x) :].tobytes() == x_ref.tobytes()
 
 
 def test_distillation_needs_reference_rows_when_asked() -> None:

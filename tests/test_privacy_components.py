@@ -219,11 +219,11 @@ def test_reference_subsets_cover_every_class_of_a_class_sorted_file(
     ctx = DefenseContext(x=x, y=y, x_reference=x.copy(), y_reference=y.copy(), num_classes=10,
                          train=TrainConfig(), seed=0, model_fn=lambda _: None)  # fmt: skip
     _, y_sub = ctx.reference_rows(200, "rows")
-    assert np.bincount(y_sub, minlength=10).min() >= 10
+    assert np.bincount(y_sub, minlength=10).min() >= 5  # the first 200 rows: one class
     x_again, _ = ctx.reference_rows(200, "reference_rows")  # a control and a defense: same rows
     np.testing.assert_array_equal(x_again, ctx.reference_rows(200, "rows")[0])
     rest, (x_audit, y_audit) = calibration.audit_split(ctx, 300)
-    assert np.bincount(y_audit, minlength=10).min() >= 15
+    assert np.bincount(y_audit, minlength=10).min() >= 10  # the last 300 rows: one class
     assert len(rest.x_reference) + len(x_audit) == len(x)
     assert not set(x_audit[:, 0]) & set(rest.x_reference[:, 0])
     # A train-stage step's prefix and the audit rows stay disjoint while the counts fit.
