@@ -4,8 +4,8 @@ the defender holds, ship the most accurate one that meets the target.
 The internal audit is the defender's own: it knows its members, so it scores the candidate
 model's loss, confidence and entropy on a sample of members against reference rows that no
 step of this variant trained on (the *audit rows*: the last ``audit_rows`` reference rows in
-the context's fixed shuffled order, withheld from the candidates), and takes the best of those attacks' AUC, read in whichever
-direction separates better. That is a global-threshold attack with an oracle threshold sweep;
+the context's fixed shuffled order, withheld from the candidates), and takes the best of those
+attacks' AUC, read in whichever direction separates better. That is a global-threshold attack with an oracle threshold sweep;
 it needs no shadow models, reads no row of the evaluation (the context holds only the members
 and the reference rows), and is cheap enough to run per candidate.
 
