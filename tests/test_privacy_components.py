@@ -211,7 +211,6 @@ def test_reference_subsets_cover_every_class_of_a_class_sorted_file(
     rows would see a few classes. Subsets, the calibration's audit rows and the bit allocation's
     measurement rows come from one fixed shuffled order instead."""
     from privquant.defenses import DefenseContext
-    from privquant.defenses.bit_allocation import EVAL_ROWS
     from privquant.training import TrainConfig
 
     y = np.repeat(np.arange(10), 300)  # sorted by class, as the file is
@@ -237,6 +236,6 @@ def test_reference_subsets_cover_every_class_of_a_class_sorted_file(
         return {"accuracy": 0.5, "loss": 1.0}
 
     monkeypatch.setattr(bit_allocation, "evaluate", spy)
-    bit_allocation._measure(None, ctx)
-    assert len(seen) == 2 and all(len(s) == min(EVAL_ROWS, len(x)) for s in seen)
+    bit_allocation._measure(None, ctx, 2000)
+    assert len(seen) == 2 and all(len(s) == 2000 for s in seen)
     assert all(np.bincount(s, minlength=10).min() >= 100 for s in seen)

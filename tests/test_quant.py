@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -233,3 +234,66 @@ def test_onnx_runtime_matches(tmp_path: Path, digits_resnet) -> None:
             tmp_path / "x.onnx",
             ds.input_shape,
         )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_batchnorm_live_qat_deploys_exactly_what_it_trained(digits_resnet, tmp_path: Path, symmetric: bool) -> None:  # fmt: skip
+    """QAT with BatchNorm live, then folded: the deployed (folded, exported, reloaded) model
+    gives the trained network's eval outputs, on the trained integer codes, also for channels
+    whose BatchNorm gain is negative (folding flips their sign)."""
+    from privquant.quant.bn_qat import (
+        QuantConvBatchNorm,
+        fold_trained_batchnorm,
+        prepare_batchnorm_qat,
+    )
+    from privquant.training import Trainer
+
+    ds, model = digits_resnet
+    model = copy.deepcopy(model)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():  # negative gains on some channels: the sign-aware grid must hold
+        bns[1].weight[:3] *= -1
+        bns[4].weight[::2] *= -1
+    cfg = QuantConfig(weight_bits=2, symmetric=symmetric)
+    live = prepare_batchnorm_qat(model, cfg)
+    wrapped = {n: m for n, m in live.named_modules() if isinstance(m, QuantConvBatchNorm)}
+    assert len(wrapped) == len(bns)  # every conv->BN pair of the ResNet, BatchNorm kept
+    Trainer(TrainConfig(epochs=1, batch_size=64, lr=0.01)).fit(
+        live, ds.x_train, ds.y_train, progress=False
+    )
+    assert any(m.bn.weight[0] < 0 for m in wrapped.values())
+    deployed = fold_trained_batchnorm(live, cfg)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
+    for name, m in wrapped.items():  # the same integer codes, on the folded grid
+        q = m.quant
+        sign = torch.sign(m.bn.weight.detach()).view(-1, 1, 1, 1)
+        trained_codes = torch.clamp(
+            torch.round(q.layer.weight.detach() * sign / q.scale) + q.zero, q.qmin, q.qmax
+        )
+        layer = quant_layers(deployed)[name]
+        folded_codes = torch.round(layer.quantized_weight().detach() / layer.scale + layer.zero)
+        assert torch.equal(trained_codes, folded_codes), name
+    ref = predict_logits(live.eval(), ds.x_test)
+    np.testing.assert_allclose(predict_logits(deployed, ds.x_test), ref, atol=2e-3, rtol=1e-3)
+    export_quantized(deployed, tmp_path / "export")
+    loaded, _ = load_quantized(tmp_path / "export")
+    np.testing.assert_allclose(predict_logits(loaded, ds.x_test), ref, atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_batchnorm_live_qat_recovers_2bit_resnet_where_folded_qat_cannot(digits_resnet) -> None:
+    """ResNet-20 at 2 bits, one short fine-tune: with BatchNorm folded first the network cannot
+    re-centre its activations; with it live it can (measured on digits: FP32 97.3%, folded
+    80.2%, live 98.2%; on CIFAR-10 members 51.2% / 20.0% / 51.3%)."""
+    ds, model = digits_resnet
+    fp = evaluate(model, ds.x_test, ds.y_test)["accuracy"]
+    cfg = QuantConfig(weight_bits=2)
+    train = TrainConfig(epochs=2, batch_size=64, lr=0.01)
+    accs = {}
+    for mode in ("fold", "train"):
+        q, _ = quantization_aware_training(
+            model, cfg, ds.x_train, ds.y_train, train, progress=False, batchnorm=mode
+        )
+        accs[mode] = evaluate(q, ds.x_test, ds.y_test)["accuracy"]
+    assert accs["train"] > accs["fold"] + 0.05 and accs["train"] >= fp - 0.1, (fp, accs)

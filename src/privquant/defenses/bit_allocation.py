@@ -27,8 +27,6 @@ from privquant.quant import (
 from privquant.quant.config import check_bits
 from privquant.training import evaluate
 
-EVAL_ROWS = 2000  # rows of members and of reference data used per measurement
-
 
 class PrivacyBitAllocation(DefenseConfig):
     """Per-layer weight bits chosen for the privacy gained per accuracy spent, under a size budget."""
@@ -49,6 +47,12 @@ class PrivacyBitAllocation(DefenseConfig):
     )
     epochs: int = Field(2, ge=1, description="qat: fine-tuning epochs")
     lr: float = Field(0.001, gt=0, description="qat: learning rate")
+    eval_rows: int = Field(
+        2000,
+        ge=100,
+        description="members and reference rows per measurement (each candidate width of each "
+        "layer is one measurement: the cost knob on deep nets)",
+    )
 
     @field_validator("candidates")
     @classmethod
@@ -58,12 +62,12 @@ class PrivacyBitAllocation(DefenseConfig):
         return sorted(set(v), reverse=True)
 
 
-def _measure(model: nn.Module, ctx: DefenseContext) -> tuple[float, float]:
-    """(accuracy on reference rows, reference loss - member loss)."""
+def _measure(model: nn.Module, ctx: DefenseContext, rows: int) -> tuple[float, float]:
+    """(accuracy on reference rows, reference loss - member loss), on ``rows`` of each."""
     # Seeded subsets, not the first rows: a class-sorted file would measure a few classes.
-    members = np.sort(np.random.default_rng(ctx.seed).permutation(len(ctx.x))[:EVAL_ROWS])
+    members = np.sort(np.random.default_rng(ctx.seed).permutation(len(ctx.x))[:rows])
     xm, ym = ctx.x[members], ctx.y[members]
-    xr, yr = ctx.reference_rows(min(EVAL_ROWS, len(ctx.x_reference)), "privacy_bits")
+    xr, yr = ctx.reference_rows(min(rows, len(ctx.x_reference)), "privacy_bits")
     ref = evaluate(model, xr, yr)
     return ref["accuracy"], ref["loss"] - evaluate(model, xm, ym)["loss"]
 
@@ -82,13 +86,15 @@ def allocate_bits(
     layers = {
         n: q.layer.weight.numel() for n, q in quant_layers(quantize(model, base_cfg, calib)).items()
     }
-    acc0, gap0 = _measure(quantize(model, base_cfg, calib), ctx)
+    acc0, gap0 = _measure(quantize(model, base_cfg, calib), ctx, config.eval_rows)
     effect: dict[tuple[str, float], tuple[float, float]] = {}
     for name in layers:
         effect[(name, top)] = (0.0, 0.0)
         for b in config.candidates[1:]:
             acc, gap = _measure(
-                quantize(model, base_cfg.model_copy(update={"layer_bits": {name: b}}), calib), ctx
+                quantize(model, base_cfg.model_copy(update={"layer_bits": {name: b}}), calib),
+                ctx,
+                config.eval_rows,
             )
             effect[(name, b)] = (max(0.0, acc0 - acc), gap0 - gap)  # (cost, gain)
     bits = dict.fromkeys(layers, top)

@@ -42,8 +42,12 @@ class QAT(DefenseConfig):
     method: Literal["qat"] = "qat"
     quant: QuantConfig
     epochs: int = Field(2, ge=1, description="fine-tuning epochs on the model's own members")
-    lr: float = Field(
-        0.001, gt=0, description="learning rate (BatchNorm-folded nets diverge at 0.01)"
+    lr: float = Field(0.001, gt=0, description="peak learning rate of the fine-tune")
+    batchnorm: Literal["train", "fold"] = Field(
+        "train",
+        description="train: BatchNorm stays live during fine-tuning and is folded into the integer "
+        "weights at the end (2-bit ResNet-20 on CIFAR-10: 51.3% vs 20.0% folded first, same "
+        "4 epochs); fold: folded before QAT (the behaviour before this option existed)",
     )
     targets: Literal["labels", "self"] = Field(
         "labels",
@@ -95,6 +99,14 @@ def _qat(config: QAT, model: nn.Module, ctx: DefenseContext) -> nn.Module:
             raise ConfigError("qat: loss_floor works on the true labels; use targets: labels")
         objective = RelaxLoss(_loss_floor(config.loss_floor, model, ctx))
     qmodel, _ = quantization_aware_training(
-        model, config.quant, ctx.x, ctx.y, train, calib, objective=objective, progress=False
+        model,
+        config.quant,
+        ctx.x,
+        ctx.y,
+        train,
+        calib,
+        objective=objective,
+        progress=False,
+        batchnorm=config.batchnorm,
     )
     return qmodel
