@@ -297,3 +297,19 @@ def test_batchnorm_live_qat_recovers_2bit_resnet_where_folded_qat_cannot(digits_
         )
         accs[mode] = evaluate(q, ds.x_test, ds.y_test)["accuracy"]
     assert accs["train"] > accs["fold"] + 0.05 and accs["train"] >= fp - 0.1, (fp, accs)
+
+
+@pytest.mark.slow
+def test_batchnorm_live_qat_falls_back_to_folding_where_codes_could_not_be_kept(
+    digits_resnet,
+) -> None:
+    """A per-tensor grid cannot absorb a per-channel BatchNorm gain: QAT then folds first, says
+    so, and the QAT defense's default is the live mode."""
+    from privquant.defenses.quantization import QAT
+    from privquant.quant.bn_qat import prepare_batchnorm_qat
+
+    _, model = digits_resnet
+    with pytest.warns(UserWarning, match="per-channel"):
+        q = prepare_batchnorm_qat(model, QuantConfig(weight_bits=2, granularity="per_tensor"))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in q.modules())
+    assert QAT(quant=QuantConfig(weight_bits=2)).batchnorm == "train"

@@ -488,7 +488,7 @@ def _owner_arguments(p: argparse.ArgumentParser) -> None:
                    help="defender reference rows, drawn from the rows not trained on")  # fmt: skip
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (e.g. QAT)")
     p.add_argument("--lr", type=float, default=0.001,
-                   help="fine-tuning learning rate (BatchNorm-folded networks diverge at 0.01)")  # fmt: skip
+                   help="fine-tuning learning rate (peak of the one-cycle schedule)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (QDQ)")

@@ -102,21 +102,13 @@ def prepare_batchnorm_qat(
     no such pair or cannot be traced.
     """
     batches = list(calibration_data) if calibration_data is not None else None
-    if config.granularity != "per_channel":
-        # Folding a per-channel BatchNorm gain into a per-tensor grid would change the codes.
-        warnings.warn(
-            "batchnorm='train' needs per-channel weight grids; folding BatchNorm before QAT",
-            stacklevel=2,
-        )
-        return quantize(model, config, batches)
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return quantize(model, config, batches)  # nothing to keep live
     pairs = conv_batchnorm_pairs(model)
-    if not pairs:
-        if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
-            warnings.warn(
-                "batchnorm='train': no Conv2d→BatchNorm2d pair found (untraceable model?); "
-                "folding BatchNorm before QAT instead",
-                stacklevel=2,
-            )
+    if not pairs or config.granularity != "per_channel":
+        # A per-tensor grid cannot absorb a per-channel BatchNorm gain without changing codes.
+        why = "needs per-channel weight grids" if pairs else "found no Conv2d→BatchNorm2d pair (untraceable model?)"  # fmt: skip
+        warnings.warn(f"batchnorm='train' {why}; folding BatchNorm before QAT", stacklevel=2)
         return quantize(model, config, batches)
     qmodel = copy.deepcopy(model).eval().to(memory_format=torch.contiguous_format)
     bits = layer_bits_map(qmodel, config)

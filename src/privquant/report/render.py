@@ -103,9 +103,14 @@ def _size_note(size: int, fp32: int) -> str:
     )
 
 
-def verdict(results: AuditResults, tolerance: float = 0.01) -> list[str]:
+def verdict(results: AuditResults, tolerance: float = 0.01, min_gain: float = 0.8) -> list[str]:
     """Sentences that answer "which variant should I ship, and how much does it leak?",
-    generated from the numbers (worst case over attacks, means over targets)."""
+    generated from the numbers (worst case over attacks, means over targets).
+
+    A variant counts as leaking less only when both worst-case TPRs are at most ``min_gain``
+    times FP32's: a 1% difference at 0.1% FPR is a point or two of the population. Variants
+    below half of FP32's accuracy are named as collapsed, not as the least leaky.
+    """
     points = {p.variant: p for p in tradeoff_points(results)}
     fp = points.get("fp32")
     if fp is None or len(points) < 2:
@@ -122,18 +127,25 @@ def verdict(results: AuditResults, tolerance: float = 0.01) -> list[str]:
     within = [p for p in points.values() if p.test_accuracy >= fp.test_accuracy - tolerance]
     safest = min(within, key=lambda p: (ratio(p), p.size_bytes))
     lines = []
-    if safest.variant == "fp32" or ratio(safest) >= 1:
-        lines.append(f"**No variant within {100 * tolerance:g} point of FP32's test accuracy leaks less than FP32** "
-                     f"(FP32: {100 * fp.test_accuracy:.2f}% accuracy, {leak(fp)}).")  # fmt: skip
+    if safest.variant == "fp32" or ratio(safest) > min_gain:
+        lines.append(f"**No variant within {100 * tolerance:g} point of FP32's test accuracy leaks meaningfully "
+                     f"less than FP32** (both worst-case TPRs at most {100 * min_gain:g}% of FP32's; FP32: "
+                     f"{100 * fp.test_accuracy:.2f}% accuracy, {leak(fp)}).")  # fmt: skip
+        safest = fp
     else:
         lines.append(f"**Ship `{safest.variant}`** ({safest.description}): the least leaky variant within "
                      f"{100 * tolerance:g} point of FP32's test accuracy — {100 * safest.test_accuracy:.2f}% vs "
                      f"{100 * fp.test_accuracy:.2f}%, {leak(safest)} (FP32: {100 * fp.tpr_1:.1f}% and "
                      f"{100 * fp.tpr_01:.2f}%), {_size_note(safest.size_bytes, fp.size_bytes)}.")  # fmt: skip
-    lowest = min(points.values(), key=lambda p: (ratio(p), -p.test_accuracy))
+    usable = [p for p in points.values() if p.test_accuracy >= fp.test_accuracy / 2]
+    lowest = min(usable, key=lambda p: (ratio(p), -p.test_accuracy))
     if lowest.variant != safest.variant:
         lines.append(f"Least leakage overall: `{lowest.variant}` ({lowest.description}), {leak(lowest)}, at "
                      f"{100 * (fp.test_accuracy - lowest.test_accuracy):.1f} points of test accuracy below FP32.")  # fmt: skip
+    collapsed = sorted(p.variant for p in points.values() if p not in usable)
+    if collapsed:
+        names = ", ".join(f"`{v}`" for v in collapsed)
+        lines.append(f"Collapsed (below half of FP32's test accuracy; their low leakage is not a defense): {names}.")  # fmt: skip
     return lines
 
 
