@@ -14,10 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from privquant.artifacts import load_checkpoint
-from privquant.data import load_dataset
+from privquant.data import load_dataset, seeded_subset
 from privquant.machine import machine_info
 from privquant.quant import (
     QuantConfig,
@@ -43,7 +41,7 @@ def main() -> None:
     n = meta["train"]["train_size"]
     # The checkpoint's own training rows: `privquant train` draws them with its seed.
     seed = meta["train"].get("train_rows_seed", 0)
-    rows = np.sort(np.random.default_rng(seed).permutation(len(ds.y_train))[:n])
+    rows = seeded_subset(len(ds.y_train), n, seed)
     x, y = ds.x_train[rows], ds.y_train[rows]
     calib = calibration_batches(x, 8)
     fp = evaluate(model, ds.x_test, ds.y_test)["accuracy"]

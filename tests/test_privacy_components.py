@@ -236,6 +236,6 @@ def test_reference_subsets_cover_every_class_of_a_class_sorted_file(
         return {"accuracy": 0.5, "loss": 1.0}
 
     monkeypatch.setattr(bit_allocation, "evaluate", spy)
-    bit_allocation._measure(None, ctx, 2000)
+    bit_allocation._measure(None, bit_allocation.measurement_rows(ctx, 2000))
     assert len(seen) == 2 and all(len(s) == 2000 for s in seen)
     assert all(np.bincount(s, minlength=10).min() >= 100 for s in seen)

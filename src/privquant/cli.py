@@ -47,13 +47,12 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from privquant.artifacts import save_checkpoint
-    from privquant.data import load_dataset
+    from privquant.data import load_dataset, seeded_subset
     from privquant.training import TrainConfig, evaluate, train_new_model
 
     ds = load_dataset(args.data)
     n = min(args.train_size or len(ds.y_train), len(ds.y_train))
-    # A seeded random subset: image folders list their files class by class.
-    rows = np.sort(np.random.default_rng(args.seed).permutation(len(ds.y_train))[:n])
+    rows = seeded_subset(len(ds.y_train), n, args.seed)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
                       augment=args.augment, seed=args.seed, label_smoothing=args.label_smoothing)  # fmt: skip
     print(
@@ -231,12 +230,12 @@ def _deploy_checkpoint(args: argparse.Namespace, variant: VariantConfig) -> int:
         export_onnx(deployed, out / "model.onnx", ds.input_shape)
         summary["onnx"] = str((out / "model.onnx").resolve())
     if getattr(args, "onnx_int8", False):
+        from privquant.data import seeded_subset
         from privquant.quant.onnx_export import onnx_logits, onnx_session
         from privquant.quant.onnx_int8 import export_onnx_int8
 
-        # Activation ranges from a seeded sample of the owner's own training rows (what the owner
-        # has; a sample, since dataset files may be sorted by class).
-        calib = np.sort(np.random.default_rng(args.seed).permutation(len(ctx.x))[:512])
+        # Activation ranges from a sample of the owner's own training rows (what the owner has).
+        calib = seeded_subset(len(ctx.x), 512, args.seed)
         path = export_onnx_int8(deployed, out / "model.int8.onnx", ds.input_shape, ctx.x[calib])
         logits = onnx_logits(onnx_session(path), ds.x_test)
         summary["onnx_int8"] = {

@@ -67,3 +67,12 @@ class Dataset:
             "sha256": self.checksum,
             **({"extra": self.extra} if self.extra else {}),
         }
+
+
+def seeded_subset(n: int, k: int, seed: int) -> np.ndarray:
+    """Sorted positions of ``k`` of ``n`` rows drawn with ``seed`` (all when ``k >= n``).
+
+    What every "some rows of this array" must use instead of the first ``k``: dataset files can
+    be sorted by class (this CIFAR-10 copy and image folders are), so a prefix is a few classes.
+    """
+    return np.sort(np.random.default_rng(seed).permutation(n)[:k])

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import Field, field_validator
 from torch import nn
 
+from privquant.data import seeded_subset
 from privquant.defenses.base import DefenseConfig, DefenseContext, register_defense
 from privquant.errors import ConfigError
 from privquant.quant import (
@@ -62,12 +63,20 @@ class PrivacyBitAllocation(DefenseConfig):
         return sorted(set(v), reverse=True)
 
 
-def _measure(model: nn.Module, ctx: DefenseContext, rows: int) -> tuple[float, float]:
-    """(accuracy on reference rows, reference loss - member loss), on ``rows`` of each."""
-    # Seeded subsets, not the first rows: a class-sorted file would measure a few classes.
-    members = np.sort(np.random.default_rng(ctx.seed).permutation(len(ctx.x))[:rows])
-    xm, ym = ctx.x[members], ctx.y[members]
+MeasurementRows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def measurement_rows(ctx: DefenseContext, rows: int) -> MeasurementRows:
+    """(members x, y, reference x, y): ``rows`` of each, class-unbiased subsets (seeded members,
+    the context's reference order), drawn once per allocation."""
+    members = seeded_subset(len(ctx.x), rows, ctx.seed)
     xr, yr = ctx.reference_rows(min(rows, len(ctx.x_reference)), "privacy_bits")
+    return ctx.x[members], ctx.y[members], xr, yr
+
+
+def _measure(model: nn.Module, rows: MeasurementRows) -> tuple[float, float]:
+    """(accuracy on reference rows, reference loss - member loss)."""
+    xm, ym, xr, yr = rows
     ref = evaluate(model, xr, yr)
     return ref["accuracy"], ref["loss"] - evaluate(model, xm, ym)["loss"]
 
@@ -86,15 +95,14 @@ def allocate_bits(
     layers = {
         n: q.layer.weight.numel() for n, q in quant_layers(quantize(model, base_cfg, calib)).items()
     }
-    acc0, gap0 = _measure(quantize(model, base_cfg, calib), ctx, config.eval_rows)
+    rows = measurement_rows(ctx, config.eval_rows)
+    acc0, gap0 = _measure(quantize(model, base_cfg, calib), rows)
     effect: dict[tuple[str, float], tuple[float, float]] = {}
     for name in layers:
         effect[(name, top)] = (0.0, 0.0)
         for b in config.candidates[1:]:
             acc, gap = _measure(
-                quantize(model, base_cfg.model_copy(update={"layer_bits": {name: b}}), calib),
-                ctx,
-                config.eval_rows,
+                quantize(model, base_cfg.model_copy(update={"layer_bits": {name: b}}), calib), rows
             )
             effect[(name, b)] = (max(0.0, acc0 - acc), gap0 - gap)  # (cost, gain)
     bits = dict.fromkeys(layers, top)

@@ -81,6 +81,20 @@ def _warn_skipped(model: nn.Module) -> list[str]:
     return skipped
 
 
+def quant_layer(
+    layer: nn.Conv2d | nn.Linear,
+    bits: float,
+    config: QuantConfig,
+    direction: torch.Tensor | None = None,
+) -> QuantLayer:
+    """``layer`` wrapped with a grid calibrated on its weights (times a per-channel ``direction``
+    of ±1, where the weights will be quantized in that direction)."""
+    weight = layer.weight if direction is None else layer.weight * direction
+    scale, zero = weight_params(weight, bits, config.symmetric, config.granularity == "per_channel",
+                                config.calibration, config.percentile)  # fmt: skip
+    return QuantLayer(layer, bits, config.symmetric, scale, zero, config.act_bits, config.learn_scale)  # fmt: skip
+
+
 def quantize(
     model: nn.Module, config: QuantConfig, calibration_data: Iterable[torch.Tensor] | None = None
 ) -> nn.Module:
@@ -97,16 +111,7 @@ def quantize(
     fp_folded = copy.deepcopy(qmodel) if config.rounding == "adaround" else None
     bits = layer_bits_map(qmodel, config)
     for name, b in bits.items():
-        layer = qmodel.get_submodule(name)
-        scale, zero = weight_params(layer.weight, b, config.symmetric, config.granularity == "per_channel",
-                                    config.calibration, config.percentile)  # fmt: skip
-        _set_module(
-            qmodel,
-            name,
-            QuantLayer(
-                layer, b, config.symmetric, scale, zero, config.act_bits, config.learn_scale
-            ),
-        )
+        _set_module(qmodel, name, quant_layer(qmodel.get_submodule(name), b, config))
     skipped = _warn_skipped(qmodel)
     batches = (
         list(calibration_data)[: config.calibration_batches] if calibration_data is not None else []

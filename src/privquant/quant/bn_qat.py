@@ -26,11 +26,12 @@ from privquant.quant.apply import (
     _set_module,
     calibrate_activations,
     layer_bits_map,
+    quant_layer,
     quant_layers,
     quantize,
 )
 from privquant.quant.config import QuantConfig
-from privquant.quant.fake import fake_quant, weight_params
+from privquant.quant.fake import fake_quant
 from privquant.quant.modules import QuantLayer
 
 
@@ -40,7 +41,7 @@ def conv_batchnorm_pairs(model: nn.Module) -> dict[str, str]:
     from torch import fx
 
     try:
-        graph = fx.symbolic_trace(copy.deepcopy(model)).graph
+        graph = fx.symbolic_trace(model).graph  # tracing reads the model, never changes it
     except Exception:  # untraceable user model: nothing can be folded later either
         return {}
     modules = dict(model.named_modules())
@@ -114,18 +115,13 @@ def prepare_batchnorm_qat(
     bits = layer_bits_map(qmodel, config)
     for name, b in bits.items():
         layer = qmodel.get_submodule(name)
-        weight = layer.weight
-        if name in pairs:
-            weight = weight * _gamma_sign(qmodel.get_submodule(pairs[name])).to(weight)
-        scale, zero = weight_params(weight, b, config.symmetric, config.granularity == "per_channel",
-                                    config.calibration, config.percentile)  # fmt: skip
-        quant = QuantLayer(layer, b, config.symmetric, scale, zero, config.act_bits, config.learn_scale)  # fmt: skip
-        if name in pairs:
-            bn = qmodel.get_submodule(pairs[name])
-            _set_module(qmodel, pairs[name], nn.Identity())
-            _set_module(qmodel, name, QuantConvBatchNorm(quant, bn))
-        else:
-            _set_module(qmodel, name, quant)
+        if name not in pairs:
+            _set_module(qmodel, name, quant_layer(layer, b, config))
+            continue
+        bn = qmodel.get_submodule(pairs[name])
+        quant = quant_layer(layer, b, config, direction=_gamma_sign(bn).to(layer.weight))
+        _set_module(qmodel, pairs[name], nn.Identity())
+        _set_module(qmodel, name, QuantConvBatchNorm(quant, bn))
     if config.act_bits:
         if batches is None:
             raise ValueError("calibration data is required for act_bits")
@@ -167,8 +163,10 @@ def fold_trained_batchnorm(trained: nn.Module, config: QuantConfig) -> nn.Module
         for name, m in trained.named_modules()
         if isinstance(m, (QuantConvBatchNorm, QuantLayer))
     }
-    # The grids below are overwritten; only the structure, folding and metadata are reused.
-    folded = quantize(_restored_float_model(trained, pairs), config.model_copy(update={"rounding": "nearest", "act_bits": None}))  # fmt: skip
+    # The grids below are overwritten; only the structure, folding and metadata are reused
+    # (hence the cheapest calibration).
+    scaffold = config.model_copy(update={"rounding": "nearest", "act_bits": None, "calibration": "minmax"})  # fmt: skip
+    folded = quantize(_restored_float_model(trained, pairs), scaffold)
     for name, layer in quant_layers(folded).items():
         quant, bn = source[name]
         scale = quant.scale.detach()
