@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from privquant.artifacts.atomic import atomic_path
 from privquant.errors import ConfigError, PrivquantError
+from privquant.membership.canaries import NO_CANARIES, Canaries, tie_duplicates
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class MembershipSplit:
     seed: int
     population: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     population_part: str = "train"
+    canaries: Canaries = NO_CANARIES
 
     def __post_init__(self) -> None:
         if self.population_part not in ("train", "test"):
@@ -47,6 +49,11 @@ class MembershipSplit:
             and np.intersect1d(self.population, np.r_[self.pool, self.reference]).size
         ):
             raise PrivquantError("population rows overlap the pool or the reference set")
+        groups = self.canaries.groups
+        if groups.size and (groups.min() < 0 or groups.max() >= len(self.pool)):
+            raise PrivquantError("canary positions outside the pool")
+        if groups.size and (self.keep[:, groups] != self.keep[:, groups[:, :1]]).any():
+            raise PrivquantError("duplicate canary copies must share their membership (keep)")
 
     @property
     def n_models(self) -> int:
@@ -60,7 +67,9 @@ class MembershipSplit:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, pool=self.pool, keep=self.keep, reference=self.reference, test=self.test,
                      seed=np.int64(self.seed), population=self.population,
-                     population_part=np.str_(self.population_part))  # fmt: skip
+                     population_part=np.str_(self.population_part),
+                     canary_groups=self.canaries.groups, canary_labels=self.canaries.labels,
+                     canary_kind=np.str_(self.canaries.kind))  # fmt: skip
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> MembershipSplit:
@@ -68,8 +77,12 @@ class MembershipSplit:
             with np.load(Path(path), allow_pickle=False) as z:
                 population = z["population"] if "population" in z.files else np.zeros(0, np.int64)
                 part = str(z["population_part"]) if "population_part" in z.files else "train"
+                canaries = NO_CANARIES
+                if "canary_groups" in z.files:
+                    canaries = Canaries(str(z["canary_kind"]), z["canary_groups"].astype(np.int64),
+                                        z["canary_labels"].astype(np.int64))  # fmt: skip
                 return cls(z["pool"], z["keep"].astype(bool), z["reference"], z["test"], int(z["seed"]),
-                           population, part)  # fmt: skip
+                           population, part, canaries)  # fmt: skip
         except (OSError, KeyError, ValueError) as e:
             raise PrivquantError(f"{path}: not a membership split file ({e})") from e
 
@@ -82,8 +95,15 @@ class MembershipSplit:
             "test_size": len(self.test),
             "population_size": len(self.population),
             "population_part": self.population_part,
+            "canaries": self.canaries.count,
+            "canary_kind": self.canaries.kind,
+            "canary_pool_positions": self.canaries.heads.tolist(),
             "seed": self.seed,
         }
+
+    def with_canaries(self, canaries: Canaries) -> MembershipSplit:
+        """This split with ``canaries`` recorded and duplicate copies' memberships tied."""
+        return replace(self, keep=tie_duplicates(self.keep, canaries), canaries=canaries)
 
 
 def make_split(

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from privquant.defenses import VariantConfig, format_location
 from privquant.errors import ConfigError
+from privquant.membership.canaries import CanaryConfig
 from privquant.population.executor import ExecutorConfig
 from privquant.training import TrainConfig
 
@@ -38,6 +39,10 @@ class DataConfig(_Strict):
         "train",
         description="where population rows come from: the train part (disjoint from pool and "
         "reference) or the test part (as Privacy Meter 2 does)",
+    )
+    canaries: CanaryConfig = Field(
+        default_factory=CanaryConfig,
+        description="worst-case points planted in the pool, e.g. {count: 250, kind: mislabel}",
     )
 
 
@@ -101,13 +106,24 @@ class AuditConfig(_Strict):
         default_factory=dict,
         description="per-attack keyword arguments, e.g. {rmia_online: {temperature: 2}}",
     )
-    targets: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    targets: list[int] | Literal["all"] = Field(
+        "all",
+        description="models attacked in turn, each with every other model as a reference; "
+        "'all' (every model a target, pooled ROC over them) or a list of model indices",
+    )
     naive: bool = Field(False, description="also attack each variant with full-precision shadows")
     bootstrap: int = Field(200, ge=0)
     cache_dir: str | None = Field(None, description="trained-model cache (default: RUN_DIR/cache)")
     executor: ExecutorConfig = Field(
         default_factory=ExecutorConfig, description="where jobs run: local (default) or ray"
     )
+
+    @property
+    def target_indices(self) -> list[int]:
+        """The attacked models: every model for ``targets: all``."""
+        return (
+            list(range(self.population.n_models)) if self.targets == "all" else list(self.targets)
+        )
 
     @field_validator("attacks")
     @classmethod
@@ -130,13 +146,16 @@ class AuditConfig(_Strict):
             )
         if len(set(names)) != len(names):
             raise ValueError(f"variants: names must be unique, got {names}")
-        bad = [t for t in self.targets if not 0 <= t < self.population.n_models]
+        listed_targets = [] if self.targets == "all" else self.targets
+        bad = [t for t in listed_targets if not 0 <= t < self.population.n_models]
         if bad:
             raise ValueError(
                 f"targets: {bad} outside 0..{self.population.n_models - 1} (population.n_models)"
             )
-        if not self.targets:
-            raise ValueError("targets: give at least one model index to attack")
+        if self.targets != "all" and not self.targets:
+            raise ValueError("targets: give at least one model index to attack, or 'all'")
+        if len(set(listed_targets)) != len(listed_targets):
+            raise ValueError(f"targets: each model at most once, got {listed_targets}")
         listed = self.attacks if self.attacks != "all" else []
         if not listed and self.attacks != "all":
             raise ValueError("attacks: give at least one attack name, or 'all'")

@@ -25,7 +25,9 @@ from privquant.data import Dataset, load_dataset
 from privquant.defenses import VariantConfig, get_defense
 from privquant.errors import PrivquantError
 from privquant.machine import machine_info
-from privquant.membership import MembershipSplit, make_split
+from privquant.membership import MembershipSplit, choose_canaries, make_split, plant_in_dataset
+from privquant.metrics import evaluate_scores
+from privquant.metrics.pooled import pooled_metrics
 from privquant.pipeline.config import AuditConfig
 from privquant.population import DeployJob, Executor, QueryJob, query_one, train_population
 from privquant.results import (
@@ -34,8 +36,10 @@ from privquant.results import (
     Curves,
     Findings,
     ModelRecord,
+    Pooled,
     TopPoint,
     VariantResult,
+    aggregate_targets,
 )
 from privquant.signals import Signals
 
@@ -116,7 +120,7 @@ def _signals_for_variant(
                            model=config.model.name, model_options=config.model.options,
                            transforms=tuple(variant.transform_steps), reference=split.reference)  # fmt: skip
         jobs.append(QueryJob(deploy, tuple(variant.output_steps), split.pool, split.population,
-                             split.test if m in config.targets else None, config.population.queries,
+                             split.test if m in config.target_indices else None, config.population.queries,
                              config.population.query_shift, config.population.noise_queries,
                              split.population_part))  # fmt: skip
     start = time.perf_counter()
@@ -150,19 +154,24 @@ def _attack_variant(
     reference: Signals | None,
     out_path: Path,
     progress: bool,
+    subsets: dict[str, np.ndarray],
 ) -> dict[str, AttackResult]:
-    """Attack results for one variant; with ``reference``, shadows are its (full-precision) rows."""
+    """Attack results for one variant; with ``reference``, shadows are its (full-precision) rows.
+
+    Every target is attacked with the other models as references; each attack's scores are
+    then pooled over targets on each subset of the pool (``subsets``: name -> mask)."""
+    targets = config.target_indices
     key = content_hash({"code": code_version(ATTACK_CODE), "logits": signals.logits,
                         "population": signals.population_logits, "extras": signals.extras,
                         "reference": None if reference is None else reference.logits, "keep": signals.keep,
-                        "attacks": config.attacks, "params": config.attack_params, "targets": config.targets,
-                        "bootstrap": config.bootstrap, "seed": config.seed})  # fmt: skip
+                        "attacks": config.attacks, "params": config.attack_params, "targets": targets,
+                        "subsets": subsets, "bootstrap": config.bootstrap, "seed": config.seed})  # fmt: skip
     cached = _read_if_key(out_path, key)
     if cached is not None:
         return {a: AttackResult.model_validate(r) for a, r in cached["results"].items()}
     collected: dict[str, dict[str, Any]] = {}
     for target in tqdm(
-        config.targets, desc=f"attack {out_path.stem}", unit="target", disable=not progress
+        targets, desc=f"attack {out_path.stem}", unit="target", disable=not progress
     ):
         sig = signals if reference is None else _naive(signals, reference, target)
         res = run_attacks(sig, [target], config.attacks, params=config.attack_params, n_bootstrap=config.bootstrap,
@@ -170,19 +179,48 @@ def _attack_variant(
         for name, entry in res["attacks"].items():
             slot = collected.setdefault(
                 name,
-                {"description": entry["description"], "per_target": {}, "curves": {}, "top": {}},
-            )
+                {"description": entry["description"], "per_target": {}, "curves": {}, "top": {},
+                 "scores": {}},
+            )  # fmt: skip
             scores, members = entry["scores"][str(target)], signals.keep[target]
             slot["per_target"][str(target)] = entry["per_target"][str(target)]
             slot["curves"][str(target)] = Curves.from_scores(scores, members)
             slot["top"][str(target)] = TopPoint.top(scores, members, TOP_POINTS)
-    results = {
-        name: AttackResult.from_targets(s["description"], s["per_target"], s["curves"], s["top"])
-        for name, s in collected.items()
-    }
+            slot["scores"][target] = scores
+    results = {}
+    for name, s in collected.items():
+        pooled, means = _pooled_subsets(config, signals.keep, s, subsets)
+        results[name] = AttackResult.from_targets(s["description"], s["per_target"], s["curves"], s["top"],
+                                                  pooled, means)  # fmt: skip
     atomic_write_json(out_path, {"key": key, "results": {a: r.model_dump(mode="json") for a, r in results.items()}},
                       sort_keys=False)  # fmt: skip
     return results
+
+
+def _pooled_subsets(
+    config: AuditConfig, keep: np.ndarray, slot: dict[str, Any], subsets: dict[str, np.ndarray]
+) -> tuple[dict[str, Pooled], dict[str, dict[str, float]]]:
+    """Per subset: metrics pooled over targets, and per-target metrics averaged over targets."""
+    pooled, means = {}, {}
+    targets = list(slot["scores"])
+    for subset, mask in subsets.items():
+        scores = [slot["scores"][t][mask] for t in targets]
+        members = [keep[t][mask] for t in targets]
+        thresholds = [slot["per_target"][str(t)]["threshold"] for t in targets]
+        predicted = [s >= thr for s, thr in zip(scores, thresholds, strict=True)]
+        flat_s, flat_m = np.concatenate(scores), np.concatenate(members)
+        metrics = pooled_metrics(
+            scores, members, predicted, n_bootstrap=config.bootstrap, seed=config.seed
+        )
+        roc = Curves.from_scores(flat_s, flat_m) if flat_m.any() and not flat_m.all() else None
+        pooled[subset] = Pooled(**metrics, roc=roc)
+        if subset != "all":
+            per = {str(t): evaluate_scores(s, m, thr, n_bootstrap=0)
+                   for t, s, m, thr in zip(targets, scores, members, thresholds, strict=True)
+                   if m.any() and not m.all()}  # fmt: skip
+            if per:
+                means[subset] = aggregate_targets(per)[0]
+    return pooled, means
 
 
 def _naive(signals: Signals, reference: Signals, target: int) -> Signals:
@@ -207,7 +245,7 @@ def _findings(
 ) -> Findings | None:
     """The most vulnerable points of the first target under the strongest attack on FP32."""
     attack, fp = results.headline_attack(), results.variants.get("fp32")
-    target = str(results.config["targets"][0])
+    target = str(results.targets[0])
     if fp is None or attack not in fp.attacks or target not in fp.attacks[attack].top_points:
         return None
     top = fp.attacks[attack].top_points[target]
@@ -280,6 +318,11 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
                        config.data.reference_size, config.data.test_size, seed=config.seed,
                        balanced=config.population.balanced, population_size=config.data.population_size,
                        population_part=config.data.population_source)  # fmt: skip
+    canaries = choose_canaries(
+        config.data.canaries, ds.y_train[split.pool], ds.num_classes, config.seed
+    )
+    ds = plant_in_dataset(ds, split.pool, canaries, config.seed)
+    split = split.with_canaries(canaries)
     _preflight(config, ds)
     run_dir.mkdir(parents=True, exist_ok=True)
     _start_run_folder(config, run_dir, split)
@@ -298,7 +341,7 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
         signals[variant.name], meta = _signals_for_variant(config, variant, ds, split, checkpoints, cache, executor,
                                                            run_dir, progress)  # fmt: skip
         per_model = [ModelRecord(**r) for r in meta["per_model"]]
-        targets = [per_model[t] for t in config.targets]
+        targets = [per_model[t] for t in config.target_indices]
         infos = [r.defense_info for r in targets if r.defense_info]
         variants[variant.name] = VariantResult(
             steps=[s.model_dump(mode="json") for s in variant.steps],
@@ -314,14 +357,17 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
     timings["variants_and_signals"] = time.perf_counter() - start
 
     start = time.perf_counter()
+    subsets = split.canaries.masks(len(split.pool))
+    if not split.canaries.count:
+        subsets = {"all": subsets["all"]}
     for variant in config.variants:
         out = run_dir / "attacks" / f"{variant.name}.json"
         v = variants[variant.name]
-        v.attacks = _attack_variant(config, signals[variant.name], None, out, progress)
+        v.attacks = _attack_variant(config, signals[variant.name], None, out, progress, subsets)
         if config.naive and variant.name != "fp32":
             naive = out.with_suffix(".naive.json")
             v.attacks_naive_fp32_shadows = _attack_variant(
-                config, signals[variant.name], signals["fp32"], naive, progress
+                config, signals[variant.name], signals["fp32"], naive, progress, subsets
             )
     timings["attacks"] = time.perf_counter() - start
     timings["total"] = time.perf_counter() - t0

@@ -21,20 +21,38 @@ def _png(fig: plt.Figure) -> bytes:
 
 
 def roc_figure(results: AuditResults, attack: str) -> bytes:
-    """Log-log ROC of one attack, one line per variant (TPR averaged over targets)."""
+    """Log-log ROC of one attack, one line per variant: pooled over targets on the worst-case
+    subset (canaries) when the audit has one (solid) and on the rest of the pool (dashed);
+    TPR averaged over targets for results written before pooling."""
     fig, ax = plt.subplots(figsize=(5, 4.2))
-    for name, v in results.variants.items():
+    subset = ""
+    for i, (name, v) in enumerate(results.variants.items()):
         entry = v.attacks.get(attack)
         if entry is None or not entry.curves:
+            continue
+        color = f"C{i % 10}"
+        if entry.pooled:
+            lead, rest = entry.lead_subset(), entry.population_subset()
+            subset = "canaries solid, rest dashed" if lead != rest else "pooled over targets"
+            for sub, style in ((lead, "-"), (rest, "--")) if lead != rest else ((lead, "-"),):
+                p = entry.pooled[sub]
+                if p.roc is None:
+                    continue
+                label = f"{name} {sub} (AUC {p.auc:.3f})" if p.auc is not None else name
+                ax.step(p.roc.roc_fpr, np.maximum(p.roc.roc_tpr, 1e-5), style, where="post", color=color,
+                        label=label, lw=1.2 if style == "-" else 0.9)  # fmt: skip
             continue
         fpr = np.asarray(next(iter(entry.curves.values())).roc_fpr)
         tpr = np.mean([c.roc_tpr for c in entry.curves.values()], axis=0)
         auc = entry.mean["auc"]
-        ax.step(fpr, np.maximum(tpr, 1e-5), where="post", label=f"{name} (AUC {auc:.3f})")
+        ax.step(
+            fpr, np.maximum(tpr, 1e-5), where="post", color=color, label=f"{name} (AUC {auc:.3f})"
+        )
     ax.plot([1e-5, 1], [1e-5, 1], "k:", lw=0.8, label="chance")
     ax.set(xscale="log", yscale="log", xlim=(1e-4, 1), ylim=(1e-4, 1.05), xlabel="false positive rate",
-           ylabel="true positive rate", title=f"ROC: {attack}")  # fmt: skip
-    ax.legend(fontsize=7, loc="lower right")
+           ylabel="true positive rate", title=f"ROC: {attack}" + (f" ({subset})" if subset else ""))  # fmt: skip
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=6, loc="lower right")
     ax.grid(alpha=0.3, which="both")
     return _png(fig)
 
@@ -63,32 +81,42 @@ def histogram_figure(results: AuditResults, attack: str) -> bytes:
 
 
 def pareto_figure(results: AuditResults) -> bytes:
-    """Privacy-utility-size: test accuracy vs the worst-case TPR at 1% and at 0.1% FPR (one
-    panel each), marker area by model bytes; frontier points outlined and joined."""
+    """Privacy-utility-size: test accuracy vs the worst-case TPR at 1% FPR (canaries when
+    planted) and the population TPR at 0.1% FPR, each pooled over targets with its 95% interval
+    as a bar; marker area by model bytes; frontier points outlined and joined."""
     points = tradeoff_points(results)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     biggest = max((p.size_bytes for p in points), default=1)
     colors = plt.cm.tab20(np.linspace(0, 1, max(1, len(points))))
-    panels = (("tpr_1", 0.01, "frontier_1"), ("tpr_01", 0.001, "frontier_01"))
-    for ax, (metric, fpr, flag) in zip(axes, panels, strict=True):
+    lead = points[0].lead_subset if points else "all"
+    panels = (("worst_1", 0.01, "frontier_1", f"{lead}: worst-case TPR at 1% FPR"),
+              ("population_01", 0.001, "frontier_01", "population: worst-case TPR at 0.1% FPR"))  # fmt: skip
+    for ax, (metric, fpr, flag, ylabel) in zip(axes, panels, strict=True):
+        floor = fpr / 20  # log axis: a zero TPR sits at the floor
         for p, color in zip(points, colors, strict=True):
-            y = max(getattr(p, metric), fpr / 20)  # log axis: a zero TPR sits at the floor
+            leak = getattr(p, metric)
+            y = max(leak.value, floor)
+            if leak.ci is not None:
+                lo, hi = max(leak.ci[0], floor), max(leak.ci[1], floor)
+                ax.errorbar(p.test_accuracy, y, yerr=[[y - lo], [hi - y]], color=color, alpha=0.7, lw=1,
+                            capsize=2)  # fmt: skip
+            style = ({"edgecolors": "k" if getattr(p, flag) else "none", "marker": "o"} if leak.resolved
+                     else {"marker": "x"})  # fmt: skip
             ax.scatter(p.test_accuracy, y, s=30 + 500 * p.size_bytes / biggest, color=color, alpha=0.6,
-                       edgecolors="k" if getattr(p, flag) else "none", linewidths=1.5,
-                       label=f"{p.variant} ({p.size_bytes / 1024:.0f} KiB)")  # fmt: skip
+                       linewidths=1.5, label=f"{p.variant} ({p.size_bytes / 1024:.0f} KiB)", **style)  # fmt: skip
             ax.annotate(p.variant, (p.test_accuracy, y), fontsize=6, xytext=(3, 3),
                         textcoords="offset points")  # fmt: skip
         front = sorted((p for p in points if getattr(p, flag)), key=lambda p: p.test_accuracy)
         if front:
-            ys = [max(getattr(p, metric), fpr / 20) for p in front]
+            ys = [max(getattr(p, metric).value, floor) for p in front]
             ax.plot([p.test_accuracy for p in front], ys, "k--", lw=0.8, alpha=0.6)
         ax.axhline(fpr, color="k", ls=":", lw=0.8)  # chance: TPR = FPR
-        ax.set(yscale="log", xlabel="test accuracy", ylabel=f"worst-case TPR at {100 * fpr:g}% FPR",
-               title=f"at {100 * fpr:g}% FPR (dotted: chance)")  # fmt: skip
+        ax.set(yscale="log", xlabel="test accuracy", ylabel=ylabel,
+               title=f"at {100 * fpr:g}% FPR (dotted: chance; x: unresolved level)")  # fmt: skip
         ax.grid(alpha=0.3, which="both")
     axes[1].legend(fontsize=6, markerscale=0.35, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.suptitle("privacy / utility / size: outlined and joined = not dominated (higher accuracy and "
-                 "lower TPR); marker area = model bytes", fontsize=10)  # fmt: skip
+    fig.suptitle("privacy / utility / size: outlined and joined = not dominated; bars = 95% intervals; "
+                 "marker area = model bytes", fontsize=10)  # fmt: skip
     return _png(fig)
 
 

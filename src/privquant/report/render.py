@@ -11,11 +11,26 @@ from pathlib import Path
 from privquant.artifacts.atomic import atomic_write_bytes
 from privquant.metrics import relative_change
 from privquant.report import plots
-from privquant.results import AttackResult, AuditResults, TradeoffPoint, tradeoff_points
+from privquant.results import (
+    AttackResult,
+    AuditResults,
+    TradeoffPoint,
+    VariantResult,
+    tradeoff_points,
+)
+from privquant.results.pareto import Leak, attack_leak
 
 COLUMNS = [("auc", "AUC"), ("tpr@1%fpr", "TPR@1%"), ("tpr@0.1%fpr", "TPR@0.1%"), ("tpr@0.01%fpr", "TPR@0.01%"),
            ("accuracy", "acc"), ("precision", "prec"), ("recall", "recall"), ("f1", "F1"), ("advantage", "adv"),
            ("epsilon_lower_bound", "ε ≥")]  # fmt: skip
+NAIVE_LABEL = "attacker with a miscalibrated threshold (FP32 shadows)"
+SUBSET_NAMES = {"canaries": "canaries", "rest": "population (non-canary)", "all": "all pool points"}
+THRESHOLD_NOTE = (
+    "Accuracy, precision, recall and F1 are read at one operating point: the shadow-chosen threshold "
+    "of best balanced accuracy (the Shokri classifier cuts its probability at 0.5). They move with "
+    "where the attacker puts that threshold, so Famili & Lao's relative reductions of them are "
+    "threshold-dependent; AUC, advantage and TPR at fixed FPR beside them are not."
+)
 
 
 def _fmt(entry: AttackResult, key: str, multi: bool) -> str:
@@ -31,6 +46,20 @@ def _fmt(entry: AttackResult, key: str, multi: bool) -> str:
     return text
 
 
+def _pooled_auc(entry: AttackResult, subset: str) -> str:
+    p = entry.pooled.get(subset)
+    if p is None or p.auc is None:
+        return "–"
+    return f"{p.auc:.3f}" + (f" [{p.auc_ci[0]:.3f}, {p.auc_ci[1]:.3f}]" if p.auc_ci else "")
+
+
+def _pooled_tpr(entry: AttackResult, subset: str, key: str) -> str:
+    p = entry.pooled.get(subset)
+    if p is None or key not in p.tpr:
+        return "–"
+    return attack_leak(entry, subset, key, "").text(2 if key != "tpr@1%fpr" else 1)
+
+
 def _rel(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:+.1f}%"
 
@@ -39,17 +68,41 @@ def _acc(v: float | None) -> str:
     return "–" if v is None else f"{v:.4f}"
 
 
+def _settings(name: str, v: VariantResult) -> list[tuple[str, dict[str, AttackResult]]]:
+    settings = [(name, v.attacks)]
+    if v.attacks_naive_fp32_shadows is not None:  # labelled: never read as a privacy gain
+        settings.append((f"{name} ({NAIVE_LABEL})", v.attacks_naive_fp32_shadows))
+    return settings
+
+
+def pooled_rows(results: AuditResults) -> tuple[list[str], list[list[str]]]:
+    """Every attack on every variant, pooled over targets, per subset, with intervals."""
+    first = next(iter(results.variants["fp32"].attacks.values()), None)
+    subsets = list(first.pooled) if first is not None else []
+    header = ["variant", "attack", "subset", "AUC [95% CI]", "TPR@1% [95% CI]", "TPR@0.1% [95% CI]",
+              "negatives"]  # fmt: skip
+    rows = []
+    for name, v in results.variants.items():
+        for label, attacks in _settings(name, v):
+            for attack, entry in attacks.items():
+                for subset in subsets:
+                    p = entry.pooled.get(subset)
+                    if p is None:
+                        continue
+                    rows.append([label, attack, SUBSET_NAMES.get(subset, subset), _pooled_auc(entry, subset),
+                                 _pooled_tpr(entry, subset, "tpr@1%fpr"), _pooled_tpr(entry, subset, "tpr@0.1%fpr"),
+                                 f"{p.n_nonmembers:,}"])  # fmt: skip
+    return header, rows
+
+
 def metrics_rows(results: AuditResults) -> tuple[list[str], list[list[str]]]:
-    multi = len(results.config["targets"]) > 1
+    multi = len(results.targets) > 1
     header = ["variant", "steps", "bits", "bytes", "test acc", "attack", *[c[1] for c in COLUMNS],
-              "Δacc / ΔTPR / ΔF1 vs FP32"]  # fmt: skip
+              "Δacc / ΔTPR / ΔF1 vs FP32 (threshold-dependent)"]  # fmt: skip
     rows = []
     fp = results.variants["fp32"].attacks if "fp32" in results.variants else {}
     for name, v in results.variants.items():
-        settings = [(name, v.attacks)]
-        if v.attacks_naive_fp32_shadows is not None:  # labelled: the weaker, non-adaptive attacker
-            settings.append((f"{name} (naive: FP32 shadows)", v.attacks_naive_fp32_shadows))
-        for label, attacks in settings:
+        for label, attacks in _settings(name, v):
             for attack, entry in attacks.items():
                 rel = [relative_change(fp[attack].mean[k], entry.mean[k]) if attack in fp else None
                        for k in ("accuracy", "recall", "f1")]  # fmt: skip
@@ -72,21 +125,33 @@ def _frontiers(p: TradeoffPoint) -> str:
 
 
 def tradeoff_rows(results: AuditResults) -> tuple[list[str], list[list[str]]]:
-    """The Pareto table: every variant's accuracy, worst-case leakage, size and DP epsilon."""
+    """The Pareto table: every variant's accuracy, worst-case and population leakage (pooled over
+    targets, with intervals), size and DP epsilon."""
     headline = results.headline_attack()
-    multi = len(results.config["targets"]) > 1
     paper = "shokri" if "shokri" in results.attack_names else None
-    header = ["variant", "steps", "test acc", "worst TPR@1% (attack)", "worst TPR@0.1% (attack)",
-              f"{headline} AUC", "bytes", "bits", "DP ε", "on frontier"]  # fmt: skip
+    points = sorted(tradeoff_points(results), key=lambda p: -p.test_accuracy)
+    lead = SUBSET_NAMES.get(points[0].lead_subset, "") if points else ""
+    header = ["variant", "steps", "test acc", f"worst TPR@1%, {lead} [95% CI] (attack)",
+              f"worst TPR@0.1%, {lead} [95% CI]", "population TPR@1% [95% CI]",
+              "population TPR@0.1% [95% CI] (attack)", f"{headline} AUC", "bytes", "bits", "DP ε",
+              "on frontier"]  # fmt: skip
     if paper:
-        header.append("Shokri Δacc / ΔTPR / ΔF1")
+        header.append("Shokri Δacc / ΔTPR / ΔF1 (threshold-dependent)")
     rows = []
-    for p in sorted(tradeoff_points(results), key=lambda p: -p.test_accuracy):
+    for p in points:
         v = results.variants[p.variant]
-        auc = _fmt(v.attacks[headline], "auc", multi) if headline in v.attacks else "–"
-        row = [p.variant, p.description, f"{p.test_accuracy:.4f}", f"{100 * p.tpr_1:.2f}% ({p.tpr_1_attack})",
-               f"{100 * p.tpr_01:.2f}% ({p.tpr_01_attack})", auc, f"{p.size_bytes:,}", f"{p.bits:.2f}",
-               "–" if p.epsilon is None else f"{p.epsilon:.2f}", _frontiers(p)]  # fmt: skip
+        auc = "–"
+        if headline in v.attacks:
+            e = v.attacks[headline]
+            auc = (
+                _pooled_auc(e, e.lead_subset())
+                if e.pooled
+                else _fmt(e, "auc", len(results.targets) > 1)
+            )
+        row = [p.variant, p.description, f"{p.test_accuracy:.4f}", f"{p.worst_1.text()} ({p.worst_1.attack})",
+               p.worst_01.text(2), p.population_1.text(), f"{p.population_01.text(2)} ({p.population_01.attack})",
+               auc, f"{p.size_bytes:,}", f"{p.bits:.2f}", "–" if p.epsilon is None else f"{p.epsilon:.2f}",
+               _frontiers(p)]  # fmt: skip
         if paper:
             rel = v.relative_change_vs_fp32.get(paper) or {}
             row.append(
@@ -103,45 +168,85 @@ def _size_note(size: int, fp32: int) -> str:
     )
 
 
+def _headline_leaks(p: TradeoffPoint) -> list[Leak]:
+    """What a verdict may use: worst-case TPR at 1% FPR and population TPR at 0.1% FPR (1% where
+    0.1% is unresolved), only where the level rests on enough negatives."""
+    population = p.population_01 if p.population_01.resolved else p.population_1
+    return [leak for leak in (p.worst_1, population) if leak.resolved]
+
+
+def clearly_below(variant: Leak, reference: Leak, factor: float) -> bool:
+    """``variant`` leaks at most ``factor`` times ``reference``, the interval included: the
+    upper bound of its interval is below ``factor`` x the reference's value."""
+    upper = variant.ci[1] if variant.ci is not None else variant.value
+    return upper <= factor * reference.value
+
+
 def verdict(results: AuditResults, tolerance: float = 0.01, min_gain: float = 0.8) -> list[str]:
     """Sentences that answer "which variant should I ship, and how much does it leak?",
-    generated from the numbers (worst case over attacks, means over targets).
+    generated from the numbers: worst case over attacks, pooled over every target, worst-case
+    points (canaries) first.
 
-    A variant counts as leaking less only when both worst-case TPRs are at most ``min_gain``
-    times FP32's: a 1% difference at 0.1% FPR is a point or two of the population. Variants
-    below half of FP32's accuracy are named as collapsed, not as the least leaky.
+    A variant counts as leaking less only when, on every resolved headline level, the upper end
+    of its interval is at most ``min_gain`` times FP32's value. A level with fewer than 10
+    expected false positives is never used. Variants below half of FP32's accuracy are named
+    as collapsed, not as the least leaky.
     """
     points = {p.variant: p for p in tradeoff_points(results)}
     fp = points.get("fp32")
     if fp is None or len(points) < 2:
         return []
+    lead = SUBSET_NAMES.get(fp.lead_subset, fp.lead_subset)
 
     def leak(p: TradeoffPoint) -> str:
+        population = (f"{p.population_01.text(2)} at 0.1% FPR" if p.population_01.resolved
+                      else f"{p.population_1.text()} at 1% FPR")  # fmt: skip
+        return f"{lead}: TPR {p.worst_1.text()} at 1% FPR; population: {population}"
+
+    def less(p: TradeoffPoint) -> bool:
+        pairs = [(a, b) for a, b in zip(_headline_leaks(p), _headline_leaks(fp), strict=False)]
         return (
-            f"worst-case TPR {100 * p.tpr_1:.1f}% at 1% FPR and {100 * p.tpr_01:.2f}% at 0.1% FPR"
+            bool(pairs)
+            and len(_headline_leaks(p)) == len(_headline_leaks(fp))
+            and all(clearly_below(a, b, min_gain) for a, b in pairs)
         )
 
-    def ratio(p: TradeoffPoint) -> float:  # the worse of the two TPRs, relative to FP32's
-        return max(p.tpr_1 / max(fp.tpr_1, 1e-9), p.tpr_01 / max(fp.tpr_01, 1e-9))
+    def ratio(p: TradeoffPoint) -> float:
+        return max((a.value / max(b.value, 1e-9) for a, b in zip(_headline_leaks(p), _headline_leaks(fp),
+                                                                  strict=False)), default=1.0)  # fmt: skip
 
-    within = [p for p in points.values() if p.test_accuracy >= fp.test_accuracy - tolerance]
-    safest = min(within, key=lambda p: (ratio(p), p.size_bytes))
-    lines = []
-    if safest.variant == "fp32" or ratio(safest) > min_gain:
-        lines.append(f"**No variant within {100 * tolerance:g} point of FP32's test accuracy leaks meaningfully "
-                     f"less than FP32** (both worst-case TPRs at most {100 * min_gain:g}% of FP32's; FP32: "
-                     f"{100 * fp.test_accuracy:.2f}% accuracy, {leak(fp)}).")  # fmt: skip
+    lines = [f"**Worst case ({lead}, pooled over {len(results.targets)} targets): FP32 leaks {leak(fp)}** "
+             f"(worst attack over {len(results.attack_names)}; 95% intervals)."]  # fmt: skip
+    unresolved = [name for name, leak_ in (("worst-case TPR at 1% FPR", fp.worst_1),
+                                           ("population TPR at 0.1% FPR", fp.population_01)) if not leak_.resolved]  # fmt: skip
+    if unresolved:
+        lines.append(f"Not resolved (fewer than 10 expected false positives, not used by this verdict): "
+                     f"{', '.join(unresolved)}.")  # fmt: skip
+    if not _headline_leaks(fp):
+        lines.append("**Not resolved**: no headline level rests on enough negatives to compare variants; "
+                     "plant more canaries or train more models.")  # fmt: skip
+        return lines
+    within = [
+        p for p in points.values() if p.test_accuracy >= fp.test_accuracy - tolerance and less(p)
+    ]
+    if not within:
+        lines.append(f"**No variant within {100 * tolerance:g} point of FP32's test accuracy leaks measurably "
+                     f"less than FP32** (the upper end of its interval at most {100 * min_gain:g}% of FP32's "
+                     f"value; FP32: {100 * fp.test_accuracy:.2f}% accuracy).")  # fmt: skip
         safest = fp
     else:
+        safest = min(within, key=lambda p: (ratio(p), p.size_bytes))
         lines.append(f"**Ship `{safest.variant}`** ({safest.description}): the least leaky variant within "
                      f"{100 * tolerance:g} point of FP32's test accuracy — {100 * safest.test_accuracy:.2f}% vs "
-                     f"{100 * fp.test_accuracy:.2f}%, {leak(safest)} (FP32: {100 * fp.tpr_1:.1f}% and "
-                     f"{100 * fp.tpr_01:.2f}%), {_size_note(safest.size_bytes, fp.size_bytes)}.")  # fmt: skip
+                     f"{100 * fp.test_accuracy:.2f}%; {leak(safest)}; "
+                     f"{_size_note(safest.size_bytes, fp.size_bytes)}.")  # fmt: skip
     usable = [p for p in points.values() if p.test_accuracy >= fp.test_accuracy / 2]
-    lowest = min(usable, key=lambda p: (ratio(p), -p.test_accuracy))
-    if lowest.variant != safest.variant:
-        lines.append(f"Least leakage overall: `{lowest.variant}` ({lowest.description}), {leak(lowest)}, at "
-                     f"{100 * (fp.test_accuracy - lowest.test_accuracy):.1f} points of test accuracy below FP32.")  # fmt: skip
+    leaking_less = [p for p in usable if less(p)]
+    if leaking_less:
+        lowest = min(leaking_less, key=lambda p: (ratio(p), -p.test_accuracy))
+        if lowest.variant != safest.variant:
+            lines.append(f"Least leakage overall: `{lowest.variant}` ({lowest.description}); {leak(lowest)}; at "
+                         f"{100 * (fp.test_accuracy - lowest.test_accuracy):.1f} points of test accuracy below FP32.")  # fmt: skip
     collapsed = sorted(p.variant for p in points.values() if p not in usable)
     if collapsed:
         names = ", ".join(f"`{v}`" for v in collapsed)
@@ -154,21 +259,27 @@ def tradeoff_lines(results: AuditResults) -> list[str]:
     if not rows:
         return []
     return [f"## {PARETO_TITLE}", "",
-            "Leakage is each variant's worst case over the audited attacks (mean over targets). A variant is on a "
-            "frontier when no other variant is at least as good on every axis and better on one: `@1%`: test "
-            "accuracy and TPR at 1% FPR; `@0.1%`: test accuracy and TPR at 0.1% FPR; `+size`: test accuracy, TPR "
-            "at 1% FPR and bytes. "
-            "With few targets, and 0.1% FPR resting on a handful of points, small differences are within "
-            "noise: the per-attack table below gives ± std.", "",
+            "Leakage is each variant's worst case over the audited attacks, read on ROC curves pooled over every "
+            "target (each target attacked with the other models as references), with exact 95% intervals. "
+            "\"unresolved\": the level rests on fewer than 10 expected false positives and is noise. A variant is "
+            "on a frontier when no other variant is at least as good on every axis and better on one: `@1%`: test "
+            "accuracy and worst-case TPR at 1% FPR; `@0.1%`: test accuracy and population TPR at 0.1% FPR; "
+            "`+size`: test accuracy, worst-case TPR at 1% FPR and bytes.", "",
             f"![{PARETO_TITLE}]({PARETO_FIGURE})", "",
             "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *["| " + " | ".join(r) + " |" for r in rows], ""]  # fmt: skip
+            *["| " + " | ".join(r) + " |" for r in rows], "", THRESHOLD_NOTE, ""]  # fmt: skip
 
 
 def _setting(results: AuditResults) -> str:
     cfg, split = results.config, results.split
+    targets = ("every model a target in turn" if cfg.get("targets") == "all"
+               else f"targets {cfg.get('targets')}")  # fmt: skip
+    canaries = ""
+    if split.get("canaries"):
+        canaries = (f", {split['canaries']} {split.get('canary_kind', '')} canaries planted in the pool with the "
+                    "same coin-flip membership")  # fmt: skip
     return (f"Dataset **{results.dataset['name']}**, model **{cfg['model']['name']}**, {split['n_models']} models on "
-            f"random halves of a pool of {split['pool_size']} points, targets {cfg['targets']}, seed {cfg['seed']}.")  # fmt: skip
+            f"random halves of a pool of {split['pool_size']} points{canaries}, {targets}, seed {cfg['seed']}.")  # fmt: skip
 
 
 def findings_lines(results: AuditResults) -> list[str]:
@@ -189,6 +300,18 @@ def findings_lines(results: AuditResults) -> list[str]:
     return [*lines, ""]
 
 
+def pooled_lines(results: AuditResults) -> list[str]:
+    header, rows = pooled_rows(results)
+    if not rows:
+        return []
+    return ["## Every attack, pooled over targets, per subset", "",
+            "<details><summary>AUC with a 95% bootstrap interval; TPR at 1% / 0.1% FPR with exact 95% intervals "
+            "(\"unresolved\": fewer than 10 expected false positives); negatives: the non-member (target, point) "
+            "pairs each level rests on</summary>", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(r) + " |" for r in rows], "", "</details>", ""]  # fmt: skip
+
+
 def render_markdown(results: AuditResults, figures: dict[str, str]) -> str:
     header, rows = metrics_rows(results)
     sha = results.dataset.get("sha256")
@@ -199,14 +322,16 @@ def render_markdown(results: AuditResults, figures: dict[str, str]) -> str:
         "",
         _setting(results) + (f" Dataset sha256 `{sha[:16]}…`." if sha else ""),
         "Every variant is applied to the target **and** to the shadow models (adaptive attacker). Decision "
-        "thresholds come from shadow models only. Values are means over targets (± std), or with a 95% "
-        "bootstrap CI for one target. Relative change is (FP32 − variant) / FP32, as Famili & Lao report it: "
-        "positive means less leakage.",
+        "thresholds come from shadow models only. Relative change is (FP32 − variant) / FP32, as Famili & Lao "
+        f'report it: positive means less leakage. Rows marked "{NAIVE_LABEL}" are a weaker attacker, never '
+        "a privacy gain.",
         "",
         *tradeoff_lines(results),
-        "## Every attack on every variant",
+        *pooled_lines(results),
+        "## Every attack on every variant, per target",
         "",
-        "<details><summary>The full table: every attack, every metric, 95% CIs or ± std over targets</summary>",
+        "<details><summary>All pool points: means over targets (± std), or a 95% bootstrap CI for one "
+        "target</summary>",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -270,9 +395,16 @@ def render_html(
     verdict_box = f"<div class='verdict'>{sentences}</div>" if sentences else ""
     pareto = (f"<div class='pareto'><div>{_img(PARETO_TITLE, pareto_png)}</div>"
               f"<div class='scroll'>{_html_table(*tradeoff_rows(results))}</div></div>")  # fmt: skip
-    full = ("<details><summary>Every attack on every variant (full table, 95% CIs or ± std over targets)</summary>"
+    full = ("<details><summary>Every attack, pooled over targets, per subset (95% intervals)</summary>"
+            f"<div class='scroll'>{_html_table(*pooled_rows(results))}</div></details>"
+            "<details><summary>Every attack on every variant, per target (all pool points; ± std over targets)</summary>"
             f"<div class='scroll'>{_html_table(*metrics_rows(results))}</div></details>")  # fmt: skip
-    figs = "".join(f"<figure>{_img(t, b)}</figure>" for t, b in pngs.items())
+    rocs = {t: b for t, b in pngs.items() if t.startswith("ROC")}
+    wide = {t: b for t, b in pngs.items() if t not in rocs}  # histograms: one panel per variant
+    figs = "".join(f"<figure>{_img(t, b)}</figure>" for t, b in rocs.items())
+    figs_wide = "".join(
+        f"<h2>{html.escape(t)}</h2><div class='scroll'>{_img(t, b)}</div>" for t, b in wide.items()
+    )
     findings = ""
     f = results.findings
     if f is not None:
@@ -287,11 +419,13 @@ def render_html(
 <h1>privquant audit: {name}</h1>
 {verdict_box}
 <p class="setting">{setting} Each variant is applied to the target and to every shadow (adaptive attacker);
-thresholds come from shadows only. Leakage is the worst case over the audited attacks.</p>
+thresholds come from shadows only. Leakage is the worst case over the audited attacks, pooled over
+every target, with 95% intervals. {html.escape(THRESHOLD_NOTE)}</p>
 <h2>{PARETO_TITLE}</h2>
 {pareto}
 {full}
 <h2>Attacks in detail</h2><div class="plots">{figs}</div>
+{figs_wide}
 {findings}
 <p class="setting">Wall time {results.timings_seconds.get("total", 0):.0f} s. privquant {html.escape(results.privquant_version)}.</p>
 </body></html>"""

@@ -81,6 +81,35 @@ class Findings(_Strict):
     image: str | None = Field(None, description="thumbnails, relative to the run folder")
 
 
+class PooledTPR(_Strict):
+    """TPR at one FPR level on the pooled ROC, its exact interval and what it rests on."""
+
+    value: float
+    ci: list[float] = Field(description="95% interval (threshold-aware Clopper-Pearson)")
+    n_positives: int
+    n_negatives: int
+    expected_false_positives: float = Field(description="level x n_negatives")
+    resolved: bool = Field(description="at least 10 expected false positives; else noise")
+
+
+class Pooled(_Strict):
+    """One attack's metrics over every target's leave-one-out scores at once, on one subset."""
+
+    n_targets: int
+    n_members: int
+    n_nonmembers: int
+    auc: float | None
+    auc_ci: list[float] | None = Field(description="95% stratified bootstrap interval")
+    tpr: dict[str, PooledTPR] = Field(default_factory=dict)
+    decision: dict[str, float] = Field(
+        default_factory=dict, description="at each target's shadow-chosen decision threshold"
+    )
+    roc: Curves | None = None
+
+
+SUBSETS = ("all", "canaries", "rest")  # pool points; canaries only; every non-canary point
+
+
 class AttackResult(_Strict):
     description: str
     per_target: dict[str, dict[str, Any]] = Field(
@@ -92,6 +121,21 @@ class AttackResult(_Strict):
     top_points: dict[str, list[TopPoint]] = Field(
         default_factory=dict, description="per target, the highest-scoring pool points"
     )
+    pooled: dict[str, Pooled] = Field(
+        default_factory=dict,
+        description="subset ('all', 'canaries', 'rest') -> metrics pooled over every target",
+    )
+    subset_means: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="subset -> every metric, mean over targets"
+    )
+
+    def lead_subset(self) -> str:
+        """Where worst-case leakage is read: the canaries when the audit planted them."""
+        return "canaries" if "canaries" in self.pooled else "all"
+
+    def population_subset(self) -> str:
+        """Where population leakage is read: every non-canary point (all points without canaries)."""
+        return "rest" if "rest" in self.pooled else "all"
 
     @classmethod
     def from_targets(
@@ -100,10 +144,13 @@ class AttackResult(_Strict):
         per_target: dict[str, dict[str, Any]],
         curves: dict[str, Curves] | None = None,
         top_points: dict[str, list[TopPoint]] | None = None,
+        pooled: dict[str, Pooled] | None = None,
+        subset_means: dict[str, dict[str, float]] | None = None,
     ) -> AttackResult:
         mean, std = aggregate_targets(per_target)
         return cls(description=description, per_target=per_target, mean=mean, std=std,
-                   curves=curves or {}, top_points=top_points or {})  # fmt: skip
+                   curves=curves or {}, top_points=top_points or {}, pooled=pooled or {},
+                   subset_means=subset_means or {})  # fmt: skip
 
 
 class ModelRecord(_Strict):
@@ -147,6 +194,12 @@ class AuditResults(_Strict):
     timings_seconds: dict[str, float]
     variants: dict[str, VariantResult]
     findings: Findings | None = None
+
+    @property
+    def targets(self) -> list[int]:
+        """The attacked models (``targets: all`` resolved to every model of the split)."""
+        t = self.config.get("targets", [0])
+        return list(range(int(self.split["n_models"]))) if t == "all" else [int(x) for x in t]
 
     @property
     def attack_names(self) -> list[str]:
