@@ -187,7 +187,10 @@ def test_report_rerenders_from_results_json(finished_run: Path, tmp_path: Path) 
         (run / f).unlink()
     assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text()
-    assert "data:image/png;base64," in page and "qat2 (naive: FP32 shadows)" in page
+    assert (
+        "data:image/png;base64," in page
+        and "qat2 (attacker with a miscalibrated threshold (FP32 shadows))" in page
+    )
     assert "ROC (log-log): lira_online_fixed_var" in (run / "report.md").read_text()
 
 

@@ -1,0 +1,294 @@
+"""Markdown tables generated from committed results.json files, so no number in the docs is
+copied by hand.
+
+A table is a block in a markdown file::
+
+    <!-- table
+    results: docs/results/strict_fashion_mnist/results.json
+    rows: [[fp32, FP32], [qat4, standard QAT], {divider: "*2 bits*"}, [defended2, privquant default]]
+    columns: [bits, test_acc, worst1, pop01, shokri]
+    -->
+    | ... generated ... |
+    <!-- /table -->
+
+``rows`` entries are ``[variant, label]`` (or ``{variant, label, results}`` to read another
+results file, or ``{divider: text}``); ``columns`` are names from :data:`COLUMNS`. A ``claims``
+block (``kind: claims``) states targets and says met / missed / not resolved from the
+intervals. :func:`render_file` fills every block; :func:`check_files` says which are stale.
+
+Results written before pooled metrics existed (means over a few targets) still render: their
+TPR interval is the range of the targets' bootstrap intervals, and the caption says so.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from privquant.errors import PrivquantError
+from privquant.metrics import relative_change
+from privquant.results import AttackResult, AuditResults, VariantResult
+from privquant.results.pareto import FPR_BY_KEY, Leak, attack_leak, worst_leak
+
+BLOCK = re.compile(r"(<!-- table\n(?P<spec>.*?)-->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+LIRA_RMIA = ("lira", "rmia")
+
+
+def _legacy_leak(result: AttackResult, key: str, attack: str) -> Leak:
+    """Mean over targets, with the range of the targets' own bootstrap intervals."""
+    leak = attack_leak(result, "all", key, attack)
+    cis = [r["ci"][key] for r in result.per_target.values() if "ci" in r and key in r["ci"]]
+    ci = (min(c[0] for c in cis), max(c[1] for c in cis)) if cis else None
+    resolved = all(
+        FPR_BY_KEY[key] * r.get("n_nonmembers", 0) >= 10 for r in result.per_target.values()
+    )
+    return Leak(leak.value, ci, attack, resolved, leak.n_negatives)
+
+
+def _leak(v: VariantResult, subset: str, key: str) -> Leak:
+    attacks = v.attacks
+    if next(iter(attacks.values())).pooled:
+        first = next(iter(attacks.values()))
+        sub = first.lead_subset() if subset == "lead" else first.population_subset()
+        return worst_leak(attacks, sub, key)
+    return max((_legacy_leak(r, key, a) for a, r in attacks.items()), key=lambda x: x.value)
+
+
+def _attack_cells(v: VariantResult, attack: str) -> str:
+    """AUC / TPR@1% / TPR@0.1% of one attack (lead subset pooled, else mean over targets)."""
+    r = v.attacks.get(attack)
+    if r is None:
+        return "–"
+    if r.pooled:
+        p = r.pooled[r.lead_subset()]
+        tpr = [Leak(t.value, (t.ci[0], t.ci[1]), attack, t.resolved, t.n_negatives) for t in
+               (p.tpr["tpr@1%fpr"], p.tpr["tpr@0.1%fpr"])]  # fmt: skip
+        return f"{p.auc:.3f} / {tpr[0].text()} / {tpr[1].text(2)}"
+    leaks = [_legacy_leak(r, k, attack) for k in ("tpr@1%fpr", "tpr@0.1%fpr")]
+    return f"{r.mean['auc']:.3f} / {leaks[0].text()} / {leaks[1].text(2)}"
+
+
+def _auc(v: VariantResult, attack: str) -> float | None:
+    r = v.attacks.get(attack)
+    if r is None:
+        return None
+    if r.pooled:
+        return r.pooled[r.lead_subset()].auc
+    return r.mean["auc"]
+
+
+def _shokri(results: AuditResults, v: VariantResult, naive: bool) -> str:
+    fp = results.variants["fp32"].attacks.get("shokri")
+    attacks = v.attacks_naive_fp32_shadows if naive else v.attacks
+    if fp is None or not attacks or "shokri" not in attacks:
+        return "–"
+    q = attacks["shokri"]
+    rel = [relative_change(fp.mean[k], q.mean[k]) for k in ("accuracy", "recall", "f1")]
+    return " / ".join("–" if r is None else f"{100 * r:+.1f}%" for r in rel)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}%"
+
+
+Cell = Callable[[AuditResults, VariantResult], str]
+COLUMNS: dict[str, tuple[str, Cell]] = {
+    "bits": ("bits", lambda r, v: f"{v.bits:.2f}"),
+    "bytes": ("bytes", lambda r, v: f"{v.size_bytes:,}"),
+    "train_acc": ("train acc", lambda r, v: _pct(v.train_accuracy)),
+    "test_acc": ("test acc", lambda r, v: _pct(v.test_accuracy)),
+    "worst1": ("worst TPR@1% FPR, worst-case subset [95% CI] (attack)",
+               lambda r, v: f"{(x := _leak(v, 'lead', 'tpr@1%fpr')).text()} ({x.attack})"),
+    "worst01": ("worst TPR@0.1% FPR, worst-case subset [95% CI]",
+                lambda r, v: _leak(v, "lead", "tpr@0.1%fpr").text(2)),
+    "pop1": ("population TPR@1% FPR [95% CI]", lambda r, v: _leak(v, "population", "tpr@1%fpr").text()),
+    "pop01": ("population TPR@0.1% FPR [95% CI] (attack)",
+              lambda r, v: f"{(x := _leak(v, 'population', 'tpr@0.1%fpr')).text(2)} ({x.attack})"),
+    "strongest_auc": ("strongest LiRA/RMIA AUC", lambda r, v: "–" if not (
+        aucs := [a for n in v.attacks if n.startswith(LIRA_RMIA) and (a := _auc(v, n)) is not None])
+        else f"{max(aucs):.3f}"),
+    "label_only": ("label-only AUC", lambda r, v: "–" if (a := _auc(v, "label_only_correctness")) is None
+                   else f"{a:.3f}"),
+    "shokri": ("Shokri Δacc / ΔTPR / ΔF1 vs FP32, adaptive (threshold-dependent)",
+               lambda r, v: _shokri(r, v, False)),
+    "shokri_naive": ("same, attacker with a miscalibrated threshold (FP32 shadows)",
+                     lambda r, v: _shokri(r, v, True)),
+    "eps": ("DP ε", lambda r, v: "–" if not (v.defense_info or {}).get("epsilon")
+            else f"{v.defense_info['epsilon']:.2f}"),
+}  # fmt: skip
+ATTACK_LABELS = {"rmia_online": "online RMIA", "rmia": "RMIA offline", "lira_online": "LiRA online",
+                 "lira_online_fixed_var": "LiRA online fixed var", "lira_offline_fixed_var": "LiRA offline fixed var",
+                 "lira_offline": "LiRA offline", "shokri": "Shokri", "loss": "loss",
+                 "label_only_correctness": "label-only"}  # fmt: skip
+
+
+def _column(name: str) -> tuple[str, Cell]:
+    if name in COLUMNS:
+        return COLUMNS[name]
+    if name.startswith("attack:"):
+        attack = name.split(":", 1)[1]
+        label = ATTACK_LABELS.get(attack, attack)
+        return f"{label} AUC / TPR@1% / TPR@0.1%", lambda r, v: _attack_cells(v, attack)
+    raise PrivquantError(
+        f"table columns: unknown column {name!r}; choose from {sorted(COLUMNS)} or attack:NAME"
+    )
+
+
+class _Loader:
+    """results.json files read once per rendering."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.cache = root, {}
+
+    def __call__(self, path: str) -> AuditResults:
+        if path not in self.cache:
+            self.cache[path] = AuditResults.load(self.root / path)
+        return self.cache[path]
+
+
+def _variant(results: AuditResults, name: str, where: str) -> VariantResult:
+    if name not in results.variants:
+        raise PrivquantError(
+            f"{where}: variant {name!r} is not in the results ({sorted(results.variants)})"
+        )
+    return results.variants[name]
+
+
+def _caption(results: list[AuditResults]) -> str:
+    legacy = any(
+        not next(iter(v.attacks.values())).pooled
+        for r in results
+        for v in r.variants.values()
+        if v.attacks
+    )
+    if legacy:
+        return ("*Generated from results.json. Legacy protocol (no canaries; means over the listed targets): a TPR "
+                "interval is the range of the targets' own 95% bootstrap intervals; \"unresolved\": fewer than 10 "
+                "expected false positives per target.*")  # fmt: skip
+    return ("*Generated from results.json. TPR pooled over every target (each attacked with the others as "
+            "references), worst case over attacks, exact 95% intervals; worst-case subset = canaries; "
+            "\"unresolved\": fewer than 10 expected false positives.*")  # fmt: skip
+
+
+def render_variants(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
+    default = spec.get("results")
+    columns = [_column(c) for c in spec.get("columns", [])]
+    header = [spec.get("first", "variant"), *[c[0] for c in columns]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    used = []
+    for row in spec.get("rows", []):
+        if isinstance(row, dict) and "divider" in row:
+            lines.append("| " + " | ".join([str(row["divider"]), *[""] * len(columns)]) + " |")
+            continue
+        if isinstance(row, list):
+            row = {"variant": row[0], "label": row[1] if len(row) > 1 else row[0]}
+        if not isinstance(row, dict) or "variant" not in row:
+            raise PrivquantError(
+                f"{where}: rows: expected [variant, label] or {{variant, label, results}}, got {row!r}"
+            )
+        path = row.get("results", default)
+        if path is None:
+            raise PrivquantError(f"{where}: no results file for row {row!r}")
+        results = load(path)
+        used.append(results)
+        v = _variant(results, row["variant"], where)
+        cells = [str(row.get("label", row["variant"])), *[cell(results, v) for _, cell in columns]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, "", _caption(used)]
+
+
+def _ratio_bounds(ref: Leak, var: Leak) -> tuple[float, float, float]:
+    """ref / var with the interval of the ratio from both intervals (inf where var reaches 0)."""
+    point = ref.value / var.value if var.value > 0 else math.inf
+    if ref.ci is None or var.ci is None:
+        return point, point, point
+    lo = ref.ci[0] / var.ci[1] if var.ci[1] > 0 else math.inf
+    hi = ref.ci[1] / var.ci[0] if var.ci[0] > 0 else math.inf
+    return point, lo, hi
+
+
+def _fmt_ratio(x: float) -> str:
+    return "∞" if math.isinf(x) else f"{x:.1f}x"
+
+
+def render_claims(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
+    """Targets judged by their intervals: ``reduction`` (FP32's TPR over the variant's at least
+    ``factor``) and ``accuracy`` (the variant within ``points`` of FP32's test accuracy)."""
+    lines = ["| target | measured [95% interval] | met? |", "|---|---|---|"]
+    for claim in spec.get("claims", []):
+        results = load(claim.get("results", spec.get("results")))
+        v = _variant(results, claim["variant"], where)
+        ref = _variant(results, claim.get("reference", "fp32"), where)
+        if claim["kind"] == "reduction":
+            metric = claim["metric"]
+            subset, key = {"worst1": ("lead", "tpr@1%fpr"), "worst01": ("lead", "tpr@0.1%fpr"),
+                           "pop1": ("population", "tpr@1%fpr"), "pop01": ("population", "tpr@0.1%fpr")}[metric]  # fmt: skip
+            a, b = _leak(ref, subset, key), _leak(v, subset, key)
+            point, lo, hi = _ratio_bounds(a, b)
+            factor = float(claim["factor"])
+            resolved = (
+                a.resolved
+                and b.resolved
+                and a.ci is not None
+                and next(iter(v.attacks.values())).pooled
+            )
+            status = ("not resolved" if not resolved else "met" if lo >= factor
+                      else "missed" if hi < factor else "not resolved")  # fmt: skip
+            measured = f"{_fmt_ratio(point)} [{_fmt_ratio(lo)}, {_fmt_ratio(hi)}] ({a.text()} → {b.text()})"
+        else:
+            accs = [m.test_accuracy for m in v.per_model if m.test_accuracy is not None]
+            refs = [m.test_accuracy for m in ref.per_model if m.test_accuracy is not None]
+            diff = (sum(refs) / len(refs)) - (sum(accs) / len(accs))
+            se = math.sqrt(_var(accs) / len(accs) + _var(refs) / len(refs))
+            lo, hi = diff - 1.96 * se, diff + 1.96 * se
+            points = float(claim["points"]) / 100
+            status = "met" if hi <= points else "missed" if lo > points else "not resolved"
+            measured = f"−{100 * diff:.2f} points [{-100 * hi:.2f}, {-100 * lo:.2f}] over {len(accs)} models"
+        lines.append(f"| {claim['text']} | {measured} | {status} |")
+    return [
+        *lines,
+        "",
+        '*Generated from results.json: "met" only when the whole interval clears the line.*',
+    ]
+
+
+def _var(xs: list[float]) -> float:
+    if len(xs) < 2:
+        return 0.0
+    mean = sum(xs) / len(xs)
+    return sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
+
+
+def render_block(spec_text: str, root: Path, where: str, load: _Loader | None = None) -> str:
+    try:
+        spec = yaml.safe_load(spec_text) or {}
+    except yaml.YAMLError as e:
+        raise PrivquantError(f"{where}: table spec is not valid YAML ({e})") from None
+    load = load or _Loader(root)
+    kind = spec.get("kind", "variants")
+    lines = (
+        render_claims(spec, load, where) if kind == "claims" else render_variants(spec, load, where)
+    )
+    return "\n".join(lines) + "\n"
+
+
+def render_file(path: Path, root: Path) -> tuple[str, str]:
+    """The file's text and the text with every table block regenerated."""
+    text = path.read_text()
+    load = _Loader(root)
+
+    def fill(m: re.Match[str]) -> str:
+        line = text[: m.start()].count("\n") + 1
+        return m.group(1) + render_block(m.group("spec"), root, f"{path}:{line}", load) + m.group(4)
+
+    return text, BLOCK.sub(fill, text)
+
+
+def check_files(paths: list[Path], root: Path) -> list[Path]:
+    """The files whose generated tables differ from what their results.json give."""
+    return [p for p in paths if (lambda pair: pair[0] != pair[1])(render_file(p, root))]

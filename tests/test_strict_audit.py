@@ -1,0 +1,173 @@
+"""The strict audit: canaries where they were configured, every model a target, pooled ROC
+metrics with intervals that cover the truth, and docs tables generated from results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from privquant.data import Dataset
+from privquant.errors import ConfigError
+from privquant.membership import (
+    CanaryConfig,
+    MembershipSplit,
+    choose_canaries,
+    make_split,
+    plant_in_dataset,
+)
+from privquant.metrics.pooled import pooled_metrics, tpr_at_fpr_interval
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _image_dataset(n: int = 3000, classes: int = 10) -> Dataset:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 200, (n, 1, 8, 8), dtype=np.uint8)
+    y = rng.integers(0, classes, n)
+    return Dataset("toy", "image", x, y, x[:100], y[:100], [str(c) for c in range(classes)], "test")
+
+
+@pytest.mark.parametrize("kind", ["mislabel", "noise", "duplicate"])
+def test_canaries_land_in_the_configured_rows_and_follow_the_keep_matrix(
+    kind: str, tmp_path: Path
+) -> None:
+    ds = _image_dataset()
+    split = make_split(len(ds.y_train), len(ds.y_test), 1000, 8, 500, seed=4, population_size=300)
+    config = CanaryConfig(count=40, kind=kind, copies=3)
+    canaries = choose_canaries(config, ds.y_train[split.pool], ds.num_classes, seed=4)
+    planted = plant_in_dataset(ds, split.pool, canaries, seed=4)
+    split = split.with_canaries(canaries)
+    copies = 3 if kind == "duplicate" else 1
+    assert canaries.groups.shape == (40, copies) and len(np.unique(canaries.groups)) == 40 * copies
+    rows = split.pool[canaries.groups]
+    # Only canary rows changed; never a reference, population or test row.
+    changed = np.nonzero((planted.y_train != ds.y_train)
+                         | (planted.x_train != ds.x_train).reshape(len(ds.x_train), -1).any(1))[0]  # fmt: skip
+    assert set(changed) <= set(rows.ravel())
+    assert not set(rows.ravel()) & (set(split.reference) | set(split.population))
+    assert (planted.x_test == ds.x_test).all() and (planted.y_test == ds.y_test).all()
+    assert (planted.y_train[rows] == canaries.labels[:, None]).all()
+    if kind != "noise":  # a fixed wrong label
+        assert (canaries.labels != ds.y_train[rows[:, 0]]).all()
+    if kind == "noise":  # out of distribution: uniform over 0..255 where the data stops at 200
+        assert planted.x_train[rows[:, 0]].max() > 200
+    if kind == "duplicate":  # identical copies, IN or OUT together in every model
+        assert (planted.x_train[rows] == planted.x_train[rows[:, :1]]).all()
+        assert (split.keep[:, canaries.groups] == split.keep[:, canaries.groups[:, :1]]).all()
+    # Each canary's membership is the model-by-model coin flip of any pool point.
+    assert 0.35 < split.keep[:, canaries.heads].mean() < 0.65
+    masks = canaries.masks(len(split.pool))
+    assert masks["canaries"].sum() == 40 and masks["rest"].sum() == 1000 - 40 * copies
+    split.save(tmp_path / "split.npz")
+    again = MembershipSplit.load(tmp_path / "split.npz")
+    assert (again.canaries.groups == canaries.groups).all() and again.canaries.kind == kind
+    assert again.summary()["canaries"] == 40
+
+
+def test_canaries_are_drawn_on_their_own_stream_and_refused_when_too_many() -> None:
+    labels = np.arange(1000) % 10
+    a = choose_canaries(CanaryConfig(count=50), labels, 10, seed=1)
+    b = choose_canaries(CanaryConfig(count=50), labels, 10, seed=1)
+    assert (a.groups == b.groups).all() and (a.labels == b.labels).all()
+    with pytest.raises(ConfigError, match="data.canaries"):
+        choose_canaries(CanaryConfig(count=200, kind="duplicate", copies=4), labels, 10, seed=1)
+
+
+def test_pooled_tpr_matches_the_analytic_value_within_its_interval() -> None:
+    rng = np.random.default_rng(0)
+    mu, level = 1.5, 0.01
+    truth = 1 - norm.cdf(norm.ppf(1 - level) - mu)  # members N(mu, 1), non-members N(0, 1)
+    scores = [np.r_[rng.normal(mu, 1, 2000), rng.normal(0, 1, 2000)] for _ in range(8)]
+    members = [np.r_[np.ones(2000, bool), np.zeros(2000, bool)] for _ in range(8)]
+    predicted = [s > 0.75 for s in scores]
+    out = pooled_metrics(scores, members, predicted, n_bootstrap=50)
+    t = out["tpr"]["tpr@1%fpr"]
+    assert t["ci"][0] <= truth <= t["ci"][1] and abs(t["value"] - truth) < 0.03
+    assert t["n_negatives"] == 16000 and t["resolved"]
+    assert not out["tpr"]["tpr@0.01%fpr"]["resolved"]  # 1.6 expected false positives
+    auc = norm.cdf(mu / np.sqrt(2))
+    assert out["auc_ci"][0] <= auc <= out["auc_ci"][1]
+    assert out["decision"]["recall"] == pytest.approx(1 - norm.cdf(0.75 - mu), abs=0.02)
+
+
+@pytest.mark.parametrize("mu", [0.0, 1.0])
+def test_tpr_intervals_cover_the_true_value_at_least_90_times_in_100(mu: float) -> None:
+    rng = np.random.default_rng(1)
+    level = 0.01
+    truth = 1 - norm.cdf(norm.ppf(1 - level) - mu)  # mu = 0: the null, TPR = FPR
+    covered = 0
+    for _ in range(100):
+        s = np.r_[rng.normal(mu, 1, 1000), rng.normal(0, 1, 1500)]
+        m = np.r_[np.ones(1000, bool), np.zeros(1500, bool)]
+        lo, hi = tpr_at_fpr_interval(s, m, level)["ci"]
+        covered += lo <= truth <= hi
+    assert covered >= 90
+
+
+def test_every_model_is_a_target_by_default_and_a_target_twice_is_refused() -> None:
+    from privquant.pipeline import load_config
+
+    config = load_config({"population": {"n_models": 5}})
+    assert config.targets == "all" and config.target_indices == [0, 1, 2, 3, 4]
+    with pytest.raises(ConfigError, match="targets"):
+        load_config({"targets": [0, 0]})
+
+
+@pytest.mark.slow
+def test_canaries_leak_far_more_than_the_population_on_a_memorizing_model(tmp_path: Path) -> None:
+    """End to end: a model that fits its mislabeled canaries must give them away, and the
+    report must lead with them."""
+    from privquant.pipeline import load_config, run_audit
+
+    config = load_config({"name": "canaries", "data": {"name": "digits", "pool_size": 1000, "reference_size": 100,
+                                                       "canaries": {"count": 80, "kind": "mislabel"}},
+                          "model": {"name": "mlp", "options": {"hidden": [128]}},
+                          "train": {"epochs": 30, "batch_size": 64, "lr": 0.05},
+                          "population": {"n_models": 6, "queries": 1}, "attacks": ["loss", "lira_online_fixed_var"],
+                          "bootstrap": 20})  # fmt: skip
+    res = run_audit(config, tmp_path / "run", progress=False)
+    attacks = res.variants["fp32"].attacks
+    lira = attacks["lira_online_fixed_var"].pooled
+    assert set(lira) == {"all", "canaries", "rest"} and lira["canaries"].n_targets == 6
+    assert lira["canaries"].n_members + lira["canaries"].n_nonmembers == 6 * 80
+    assert lira["canaries"].auc > 0.85 and lira["rest"].auc < 0.7
+    assert lira["canaries"].tpr["tpr@1%fpr"].value > 3 * lira["rest"].tpr["tpr@1%fpr"].value
+    # 6 targets x ~40 OUT canaries: 1% FPR rests on ~2.4 expected false positives.
+    assert not lira["canaries"].tpr["tpr@1%fpr"].resolved and lira["rest"].tpr["tpr@1%fpr"].resolved
+    md = (tmp_path / "run" / "report.md").read_text()
+    first = next(line for line in md.splitlines() if line.startswith("> "))
+    assert "Worst case (canaries, pooled over 6 targets)" in first and "[" in first
+    assert "Not resolved" in md  # the verdict names what it could not use
+
+
+def test_docs_tables_match_their_results() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "docs_tables.py"), "--check"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_docs_check_fails_when_one_readme_number_is_edited(tmp_path: Path) -> None:
+    import re
+
+    from privquant.report.tables import BLOCK, render_file
+
+    text = (ROOT / "README.md").read_text()
+    block = next(BLOCK.finditer(text))
+    body = block.group("body")
+    number = re.search(r"\d+\.\d\d%", body)
+    assert number is not None, "the README's first generated table has no percentage"
+    edited = (
+        body[: number.start()]
+        + ("9" if number.group()[0] != "9" else "8")
+        + body[number.start() + 1 :]
+    )
+    copy = tmp_path / "README.md"
+    copy.write_text(text[: block.start("body")] + edited + text[block.end("body") :])
+    old, new = render_file(copy, ROOT)
+    assert old != new and new == text
