@@ -11,7 +11,7 @@ A table is a block in a markdown file::
     | ... generated ... |
     <!-- /table -->
 
-``rows`` entries are ``[variant, label]`` (or ``{variant, label, results}`` to read another
+``rows`` entries are ``variant``, ``[variant, label]`` (or ``{variant, label, results}`` to read another
 results file, or ``{divider: text}``); ``columns`` are names from :data:`COLUMNS`. A ``claims``
 block (``kind: claims``) states targets and says met / missed / not resolved from the
 intervals. :func:`render_file` fills every block; :func:`check_files` says which are stale.
@@ -37,6 +37,8 @@ from privquant.results.pareto import FPR_BY_KEY, Leak, attack_leak, worst_leak
 
 BLOCK = re.compile(r"(<!-- table\n(?P<spec>.*?)-->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 LIRA_RMIA = ("lira", "rmia")
+METRICS = {"worst1": ("lead", "tpr@1%fpr"), "worst01": ("lead", "tpr@0.1%fpr"),
+           "pop1": ("population", "tpr@1%fpr"), "pop01": ("population", "tpr@0.1%fpr")}  # fmt: skip
 
 
 def _legacy_leak(result: AttackResult, key: str, attack: str) -> Leak:
@@ -185,6 +187,8 @@ def render_variants(spec: dict[str, Any], load: _Loader, where: str) -> list[str
         if isinstance(row, dict) and "divider" in row:
             lines.append("| " + " | ".join([str(row["divider"]), *[""] * len(columns)]) + " |")
             continue
+        if isinstance(row, str):
+            row = {"variant": row, "label": row}
         if isinstance(row, list):
             row = {"variant": row[0], "label": row[1] if len(row) > 1 else row[0]}
         if not isinstance(row, dict) or "variant" not in row:
@@ -224,23 +228,24 @@ def render_claims(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
         results = load(claim.get("results", spec.get("results")))
         v = _variant(results, claim["variant"], where)
         ref = _variant(results, claim.get("reference", "fp32"), where)
-        if claim["kind"] == "reduction":
-            metric = claim["metric"]
-            subset, key = {"worst1": ("lead", "tpr@1%fpr"), "worst01": ("lead", "tpr@0.1%fpr"),
-                           "pop1": ("population", "tpr@1%fpr"), "pop01": ("population", "tpr@0.1%fpr")}[metric]  # fmt: skip
+        kind = claim["kind"]
+        if kind in ("reduction", "less_than"):
+            subset, key = METRICS[claim["metric"]]
             a, b = _leak(ref, subset, key), _leak(v, subset, key)
-            point, lo, hi = _ratio_bounds(a, b)
-            factor = float(claim["factor"])
-            resolved = (
-                a.resolved
-                and b.resolved
-                and a.ci is not None
-                and next(iter(v.attacks.values())).pooled
-            )
-            status = ("not resolved" if not resolved else "met" if lo >= factor
-                      else "missed" if hi < factor else "not resolved")  # fmt: skip
-            measured = f"{_fmt_ratio(point)} [{_fmt_ratio(lo)}, {_fmt_ratio(hi)}] ({a.text()} → {b.text()})"
-        else:
+            resolved = a.resolved and b.resolved and a.ci is not None and b.ci is not None
+            if kind == "reduction":
+                point, lo, hi = _ratio_bounds(a, b)
+                factor = float(claim["factor"])
+                status = "met" if resolved and lo >= factor else "missed" if resolved and hi < factor else "not resolved"
+                measured = f"{_fmt_ratio(point)} [{_fmt_ratio(lo)}, {_fmt_ratio(hi)}] ({a.text()} → {b.text()})"
+            else:  # the variant leaks less than the reference variant, intervals apart
+                status = ("met" if resolved and b.ci[1] < a.ci[0] else "missed" if resolved and b.ci[0] > a.ci[1]
+                          else "not resolved")  # fmt: skip
+                measured = f"{b.text()} vs {a.text()} ({claim.get('reference', 'fp32')})"
+        elif kind == "shokri":
+            measured = _shokri(results, v, bool(claim.get("naive")))
+            status = "not resolved (one threshold-dependent operating point, no interval)"
+        elif kind == "accuracy":
             accs = [m.test_accuracy for m in v.per_model if m.test_accuracy is not None]
             refs = [m.test_accuracy for m in ref.per_model if m.test_accuracy is not None]
             diff = (sum(refs) / len(refs)) - (sum(accs) / len(accs))
@@ -248,7 +253,9 @@ def render_claims(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
             lo, hi = diff - 1.96 * se, diff + 1.96 * se
             points = float(claim["points"]) / 100
             status = "met" if hi <= points else "missed" if lo > points else "not resolved"
-            measured = f"−{100 * diff:.2f} points [{-100 * hi:.2f}, {-100 * lo:.2f}] over {len(accs)} models"
+            measured = f"{-100 * diff:+.2f} points [{-100 * hi:+.2f}, {-100 * lo:+.2f}] over {len(accs)} models"
+        else:
+            raise PrivquantError(f"{where}: claims: unknown kind {kind!r} (reduction, less_than, shokri, accuracy)")
         lines.append(f"| {claim['text']} | {measured} | {status} |")
     return [
         *lines,

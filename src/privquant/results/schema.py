@@ -251,7 +251,8 @@ class AuditResults(_Strict):
         for v in out.variants.values():
             for attacks in (v.attacks, v.attacks_naive_fp32_shadows or {}):
                 for a in attacks.values():
-                    for c in a.curves.values():
+                    pooled = [p.roc for p in a.pooled.values() if p.roc is not None]
+                    for c in [*a.curves.values(), *pooled]:
                         idx = sorted(
                             set(range(0, len(c.roc_fpr), keep_every)) | {len(c.roc_fpr) - 1}
                         )
