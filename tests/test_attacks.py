@@ -127,10 +127,15 @@ def test_confident_members_keep_full_resolution() -> None:
     res = run_attacks(s, targets=[0], attacks="loss,confidence,modified_entropy,rmia_online", n_bootstrap=0,
                       progress=False)  # fmt: skip
     for name, entry in res["attacks"].items():
-        assert entry["mean"]["tpr@1%fpr"] > 0.05 and entry["mean"]["auc"] > 0.8, (
-            name,
-            entry["mean"],
-        )
+        assert entry["mean"]["auc"] > 0.8, (name, entry["mean"])
+        # RMIA's ratio p_target / mean(p_refs) is, at p ~ 1, 1 + mean(1 - p_refs) - (1 - p_target):
+        # its top scores go to points whose references are least confident, whatever the target
+        # did, so its TPR at 1% FPR is low here by construction. Its resolution is what matters:
+        # logsumexp - log(n) rounded those log-means to 0 (AUC 0.74 before _log_mean_exp).
+        if name != "rmia_online":
+            assert entry["mean"]["tpr@1%fpr"] > 0.05, (name, entry["mean"])
+    scores, _ = attack_scores(s, "rmia_online", 0)
+    assert len(np.unique(scores)) == n
 
 
 def test_rmia_equals_its_formula_on_a_hand_computed_case() -> None:

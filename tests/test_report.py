@@ -125,8 +125,7 @@ def test_tradeoff_points_use_the_worst_attack_and_the_verdict_follows_the_number
     assert not points["sd_qat2"].frontier_1 and points["sd_qat2"].frontier_1_size
     text = " ".join(verdict(results))
     assert (
-        "No variant within 1 point of FP32's test accuracy leaks meaningfully less than FP32"
-        in text
+        "No variant within 1 point of FP32's test accuracy leaks measurably less than FP32" in text
     )
     assert "Least leakage overall: `sd_qat4`" in text and "Collapsed" not in text
     # ResNet-20: bit allocation is 0.2 points above FP32 with 4% less leakage at 0.1% FPR (noise,
@@ -136,7 +135,7 @@ def test_tradeoff_points_use_the_worst_attack_and_the_verdict_follows_the_number
             AuditResults.load(Path(__file__).parents[1] / "docs/results/cifar10_resnet20_bn_qat")
         )
     )
-    assert "Ship" not in r20 and "leaks meaningfully less" in r20
+    assert "Ship" not in r20 and "leaks measurably less" in r20
     assert "Least leakage overall: `qat2_bn_folded`" not in r20
     assert (
         "Collapsed (below half of FP32's test accuracy; their low leakage is not a defense): `qat2_bn_folded`"

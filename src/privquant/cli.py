@@ -397,15 +397,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(results: AuditResults) -> None:
-    attack = results.headline_attack()
-    print(
-        f"{'variant':<10} {'bits':>5} {'KiB':>8} {'test acc':>9}  {attack}: AUC   TPR@1%FPR  TPR@0.1%FPR"
-    )
+    """The verdict, then one line per variant: worst case over attacks, pooled over targets."""
+    from privquant.report.render import verdict
+    from privquant.results import tradeoff_points
+
+    for line in verdict(results):
+        print(line.replace("**", "").replace("`", ""))
+    points = {p.variant: p for p in tradeoff_points(results)}
+    lead = next(iter(points.values())).lead_subset if points else "all"
+    print(f"{'variant':<16} {'bits':>5} {'KiB':>8} {'test acc':>9}  {'worst TPR@1% FPR, ' + lead:<34} "
+          "population TPR@0.1% FPR")  # fmt: skip
     for name, v in results.variants.items():
-        m = v.attacks[attack].mean
         acc = "–" if v.test_accuracy is None else f"{v.test_accuracy:.4f}"
-        print(f"{name:<10} {v.bits:>5.2f} {v.size_bytes / 1024:>8.1f} {acc:>9}  "
-              f"{m['auc']:>{len(attack) + 6}.3f} {m['tpr@1%fpr']:>10.4f} {m['tpr@0.1%fpr']:>12.4f}")  # fmt: skip
+        p = points.get(name)
+        worst = "–" if p is None else f"{p.worst_1.text()} ({p.worst_1.attack})"
+        population = "–" if p is None else p.population_01.text(2)
+        print(
+            f"{name:<16} {v.bits:>5.2f} {v.size_bytes / 1024:>8.1f} {acc:>9}  {worst:<34} {population}"
+        )
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

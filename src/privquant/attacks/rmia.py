@@ -19,9 +19,27 @@ from privquant.signals import Signals
 A_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 
 
+def _log_mean_exp(values: np.ndarray, mask: np.ndarray | None = None, axis: int = 0) -> np.ndarray:
+    """log of the mean of exp(values) along ``axis`` over entries where ``mask`` holds (-inf
+    where none does), at full resolution near 0: log(mean(e^v)) = top + log1p(mean(expm1(v - top))).
+
+    ``logsumexp(v) - log(n)`` rounds log(2 e^v) - log 2 back to 0 when v is ~1e-26, the log p of
+    a confident model's member, and would erase the very differences RMIA reads.
+    """
+    if mask is None:
+        mask = np.ones(values.shape, dtype=bool)
+    n = mask.sum(axis)
+    top = np.where(mask, values, -np.inf).max(axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(invalid="ignore"):
+        shifted = np.where(mask, np.expm1(values - top), 0.0)
+    mean = shifted.sum(axis) / np.maximum(n, 1)
+    return np.where(n > 0, np.squeeze(top, axis) + np.log1p(mean), -np.inf)
+
+
 def _view_mean_log(lp: np.ndarray) -> np.ndarray:
     """log of the probability averaged over query views: [..., Q] -> [...]."""
-    return logsumexp(lp, axis=-1) - np.log(lp.shape[-1])
+    return _log_mean_exp(lp, axis=-1)
 
 
 def _log_p(signals: Signals, temperature: float, population: bool = False) -> np.ndarray | None:
@@ -43,8 +61,7 @@ def _log_p(signals: Signals, temperature: float, population: bool = False) -> np
 
 def _log_mean(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """log of the mean of exp(values) over rows where ``mask`` holds, and the row counts."""
-    n = mask.sum(0)
-    return logsumexp(np.where(mask, values, -np.inf), axis=0) - np.log(np.maximum(n, 1)), n
+    return _log_mean_exp(values, mask), mask.sum(0)
 
 
 def _log_px(
@@ -62,7 +79,7 @@ def _log_px(
     Offline: OUT references only, Pr(x) = ((1 + a) p_OUT + 1 - a) / 2 = 1 - (1 + a)(1 - p_OUT) / 2,
     computed from 1 - p so it does not round to 1 for confident models.
     """
-    all_refs = logsumexp(log_p, axis=0) - np.log(len(log_p))
+    all_refs = _log_mean_exp(log_p)
     if online:
         log_in, n_in = _log_mean(log_p, in_mask)
         log_out, n_out = _log_mean(log_p, out_mask)

@@ -198,10 +198,14 @@ def verdict(results: AuditResults, tolerance: float = 0.01, min_gain: float = 0.
         return []
     lead = SUBSET_NAMES.get(fp.lead_subset, fp.lead_subset)
 
+    rest = "non-canary points" if fp.lead_subset == "canaries" else "all points"
+
     def leak(p: TradeoffPoint) -> str:
         population = (f"{p.population_01.text(2)} at 0.1% FPR" if p.population_01.resolved
                       else f"{p.population_1.text()} at 1% FPR")  # fmt: skip
-        return f"{lead}: TPR {p.worst_1.text()} at 1% FPR; population: {population}"
+        if fp.lead_subset != "canaries" and not p.population_01.resolved:
+            return f"TPR {p.worst_1.text()} at 1% FPR"
+        return f"TPR {p.worst_1.text()} at 1% FPR on the {lead}; {population} on the {rest}"
 
     def less(p: TradeoffPoint) -> bool:
         pairs = [(a, b) for a, b in zip(_headline_leaks(p), _headline_leaks(fp), strict=False)]
@@ -215,8 +219,9 @@ def verdict(results: AuditResults, tolerance: float = 0.01, min_gain: float = 0.
         return max((a.value / max(b.value, 1e-9) for a, b in zip(_headline_leaks(p), _headline_leaks(fp),
                                                                   strict=False)), default=1.0)  # fmt: skip
 
-    lines = [f"**Worst case ({lead}, pooled over {len(results.targets)} targets): FP32 leaks {leak(fp)}** "
-             f"(worst attack over {len(results.attack_names)}; 95% intervals)."]  # fmt: skip
+    how = "pooled over" if fp.worst_1.ci is not None else "mean over"
+    lines = [f"**Worst case ({lead}, {how} {len(results.targets)} targets): FP32 leaks {leak(fp)}** "
+             f"(worst of {len(results.attack_names)} attacks" + ("; 95% intervals)." if how == "pooled over" else ").")]  # fmt: skip
     unresolved = [name for name, leak_ in (("worst-case TPR at 1% FPR", fp.worst_1),
                                            ("population TPR at 0.1% FPR", fp.population_01)) if not leak_.resolved]  # fmt: skip
     if unresolved:

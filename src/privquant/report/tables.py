@@ -236,7 +236,13 @@ def render_claims(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
             if kind == "reduction":
                 point, lo, hi = _ratio_bounds(a, b)
                 factor = float(claim["factor"])
-                status = "met" if resolved and lo >= factor else "missed" if resolved and hi < factor else "not resolved"
+                status = (
+                    "met"
+                    if resolved and lo >= factor
+                    else "missed"
+                    if resolved and hi < factor
+                    else "not resolved"
+                )
                 measured = f"{_fmt_ratio(point)} [{_fmt_ratio(lo)}, {_fmt_ratio(hi)}] ({a.text()} → {b.text()})"
             else:  # the variant leaks less than the reference variant, intervals apart
                 status = ("met" if resolved and b.ci[1] < a.ci[0] else "missed" if resolved and b.ci[0] > a.ci[1]
@@ -255,13 +261,73 @@ def render_claims(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
             status = "met" if hi <= points else "missed" if lo > points else "not resolved"
             measured = f"{-100 * diff:+.2f} points [{-100 * hi:+.2f}, {-100 * lo:+.2f}] over {len(accs)} models"
         else:
-            raise PrivquantError(f"{where}: claims: unknown kind {kind!r} (reduction, less_than, shokri, accuracy)")
+            raise PrivquantError(
+                f"{where}: claims: unknown kind {kind!r} (reduction, less_than, shokri, accuracy)"
+            )
         lines.append(f"| {claim['text']} | {measured} | {status} |")
     return [
         *lines,
         "",
         '*Generated from results.json: "met" only when the whole interval clears the line.*',
     ]
+
+
+def _strength_leak(entry: dict[str, Any]) -> Leak:
+    return Leak(
+        entry["value"],
+        (entry["ci"][0], entry["ci"][1]),
+        "",
+        entry["resolved"],
+        entry["n_negatives"],
+    )
+
+
+def render_attack_strength(spec: dict[str, Any], root: Path, where: str) -> list[str]:
+    """benchmarks/attack_strength.py's JSON: one row per variant x attack, one column per
+    reference count (``subset``, ``key``), or (``ranking: true``) the variants ranked by their
+    worst attack at each reference count."""
+    import json
+
+    path = root / spec["results"]
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise PrivquantError(f"{where}: cannot read {path} ({e})") from None
+    subset, key = spec.get("subset", "canaries"), spec.get("key", "tpr@1%fpr")
+    refs = [str(r) for r in data["refs"]]
+    variants = spec.get("variants", list(data["variants"]))
+    if spec.get("ranking"):
+        lines = ["| references | worst attack per variant (TPR [95% CI]) | ranking, most leaky first (≈: intervals overlap) | same as at "
+                 f"{refs[-1]}? |", "|---|---|---|---|"]  # fmt: skip
+        rankings = {}
+        for r in refs:
+            worst = {v: max(((a, _strength_leak(d[r][subset][key])) for a, d in data["variants"][v].items()),
+                            key=lambda x: x[1].value) for v in variants}  # fmt: skip
+            order = sorted(variants, key=lambda v: -worst[v][1].value)
+            # Neighbours whose intervals overlap are not told apart: "a ≈ b", else "a > b".
+            text = order[0]
+            for hi, lo in zip(order, order[1:], strict=False):
+                apart = worst[lo][1].ci[1] < worst[hi][1].ci[0]
+                text += (" > " if apart else " ≈ ") + lo
+            rankings[r] = text
+            cells = "; ".join(f"{v}: {worst[v][1].text(1)} ({worst[v][0]})" for v in variants)
+            lines.append(f"| {r} | {cells} | {text} | |")
+        lines = [line.replace(" | |", f" | {'yes' if rankings[r] == rankings[refs[-1]] else 'no'} |")
+                 if i >= 2 else line for i, (line, r) in enumerate(zip(lines, ["", "", *refs], strict=True))]  # fmt: skip
+    else:
+        lines = [
+            "| variant | attack | " + " | ".join(f"{r} refs" for r in refs) + " |",
+            "|" + "---|" * (2 + len(refs)),
+        ]
+        for v in variants:
+            for attack, d in data["variants"][v].items():
+                cells = [_strength_leak(d[r][subset][key]).text(1) for r in refs]
+                lines.append(f"| {v} | {attack} | " + " | ".join(cells) + " |")
+    n_neg = data["variants"][variants[0]][next(iter(data["variants"][variants[0]]))][refs[0]][
+        subset
+    ][key]["n_negatives"]
+    return [*lines, "", f"*Generated from {spec['results']}: {key.replace('tpr@', 'TPR at ').replace('fpr', ' FPR')} on "
+            f"the {subset}, pooled over {len(data['targets'])} targets ({n_neg:,} negatives), exact 95% intervals.*"]  # fmt: skip
 
 
 def _var(xs: list[float]) -> float:
@@ -278,9 +344,12 @@ def render_block(spec_text: str, root: Path, where: str, load: _Loader | None = 
         raise PrivquantError(f"{where}: table spec is not valid YAML ({e})") from None
     load = load or _Loader(root)
     kind = spec.get("kind", "variants")
-    lines = (
-        render_claims(spec, load, where) if kind == "claims" else render_variants(spec, load, where)
-    )
+    if kind == "claims":
+        lines = render_claims(spec, load, where)
+    elif kind == "attack_strength":
+        lines = render_attack_strength(spec, root, where)
+    else:
+        lines = render_variants(spec, load, where)
     return "\n".join(lines) + "\n"
 
 
