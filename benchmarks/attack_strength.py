@@ -1,7 +1,7 @@
 """How many reference models an audit needs: attack strength against the reference count.
 
     python benchmarks/attack_strength.py [--config configs/attack_strength_fashion.yaml]
-        [--out runs/attack_strength] [--refs 4,8,16,32] [--targets 8]
+        [--out runs/attack_strength] [--refs 4,8,16] [--targets 8]
 
 Trains (or resumes from its cache) the config's population through the pipeline, then attacks
 each of ``--targets`` models with ``R`` references drawn from the other models, for every R,
@@ -74,7 +74,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="configs/attack_strength_fashion.yaml")
     ap.add_argument("--out", default="runs/attack_strength")
-    ap.add_argument("--refs", default="4,8,16,32")
+    ap.add_argument("--refs", default="4,8,16")
     ap.add_argument("--targets", type=int, default=8)
     args = ap.parse_args()
     config = load_config(args.config)

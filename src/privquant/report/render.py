@@ -37,12 +37,14 @@ def _fmt(entry: AttackResult, key: str, multi: bool) -> str:
     if key not in entry.mean:  # results written before this metric existed
         return "–"
     m = entry.mean[key]
-    ci = next(iter(entry.per_target.values())).get("ci", {}).get(key)
+    cis = [r["ci"][key] for r in entry.per_target.values() if key in r.get("ci", {})]
     text = f"{m:.3f}"
     if multi:
         text += f" ± {entry.std[key]:.3f}"
-    elif ci:
-        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+        if key.startswith("tpr@") and cis:  # the range of the targets' own bootstrap intervals
+            text += f" [{min(c[0] for c in cis):.3f}, {max(c[1] for c in cis):.3f}]"
+    elif cis:
+        text += f" [{cis[0][0]:.3f}, {cis[0][1]:.3f}]"
     return text
 
 
@@ -131,10 +133,18 @@ def tradeoff_rows(results: AuditResults) -> tuple[list[str], list[list[str]]]:
     paper = "shokri" if "shokri" in results.attack_names else None
     points = sorted(tradeoff_points(results), key=lambda p: -p.test_accuracy)
     lead = SUBSET_NAMES.get(points[0].lead_subset, "") if points else ""
-    header = ["variant", "steps", "test acc", f"worst TPR@1%, {lead} [95% CI] (attack)",
-              f"worst TPR@0.1%, {lead} [95% CI]", "population TPR@1% [95% CI]",
-              "population TPR@0.1% [95% CI] (attack)", f"{headline} AUC", "bytes", "bits", "DP ε",
-              "on frontier"]  # fmt: skip
+
+    def rests(leak: Leak | None) -> str:  # how many negatives a level rests on
+        return (
+            "" if leak is None or leak.n_negatives is None else f"; {leak.n_negatives:,} negatives"
+        )
+
+    first = points[0] if points else None
+    header = ["variant", "steps", "test acc",
+              f"worst TPR@1%, {lead} [95% CI] (attack{rests(first and first.worst_1)})",
+              f"worst TPR@0.1%, {lead} [95% CI]", f"population TPR@1% [95% CI] ({rests(first and first.population_1)[2:]})",
+              f"population TPR@0.1% [95% CI] (attack{rests(first and first.population_01)})", f"{headline} AUC",
+              "bytes", "bits", "DP ε", "on frontier"]  # fmt: skip
     if paper:
         header.append("Shokri Δacc / ΔTPR / ΔF1 (threshold-dependent)")
     rows = []
@@ -335,8 +345,8 @@ def render_markdown(results: AuditResults, figures: dict[str, str]) -> str:
         *pooled_lines(results),
         "## Every attack on every variant, per target",
         "",
-        "<details><summary>All pool points: means over targets (± std), or a 95% bootstrap CI for one "
-        "target</summary>",
+        "<details><summary>All pool points: means over targets (± std; for TPR also the range of the targets' "
+        "95% bootstrap intervals), or a 95% bootstrap CI for one target</summary>",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

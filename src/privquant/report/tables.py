@@ -114,7 +114,7 @@ COLUMNS: dict[str, tuple[str, Cell]] = {
     "strongest_auc": ("strongest LiRA/RMIA AUC", lambda r, v: "–" if not (
         aucs := [a for n in v.attacks if n.startswith(LIRA_RMIA) and (a := _auc(v, n)) is not None])
         else f"{max(aucs):.3f}"),
-    "label_only": ("label-only AUC", lambda r, v: "–" if (a := _auc(v, "label_only_correctness")) is None
+    "label_only": ("label-only AUC, worst-case subset", lambda r, v: "–" if (a := _auc(v, "label_only_correctness")) is None
                    else f"{a:.3f}"),
     "shokri": ("Shokri Δacc / ΔTPR / ΔF1 vs FP32, adaptive (threshold-dependent)",
                lambda r, v: _shokri(r, v, False)),
