@@ -69,6 +69,7 @@ def test_the_shipped_demo_config_runs_on_small_data(tmp_path: Path) -> None:
     require_dataset("fashion-mnist")
     raw = yaml.safe_load((files("privquant.pipeline") / "demo.yaml").read_text())
     raw["data"].update(pool_size=400, reference_size=100, population_size=100, test_size=500)
+    raw["data"]["canaries"]["count"] = 40  # the shipped 300 would exceed half of this pool
     raw["train"]["epochs"] = 10
     raw["population"]["n_models"] = 4
     raw["bootstrap"] = 10

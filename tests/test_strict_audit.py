@@ -134,7 +134,12 @@ def test_canaries_leak_far_more_than_the_population_on_a_memorizing_model(tmp_pa
     assert set(lira) == {"all", "canaries", "rest"} and lira["canaries"].n_targets == 6
     assert lira["canaries"].n_members + lira["canaries"].n_nonmembers == 6 * 80
     assert lira["canaries"].auc > 0.85 and lira["rest"].auc < 0.7
-    assert lira["canaries"].tpr["tpr@1%fpr"].value > 3 * lira["rest"].tpr["tpr@1%fpr"].value
+
+    def tpr_at_10pct(pooled) -> float:  # 10% FPR: ~24 expected false positives among the canaries
+        roc = pooled.roc
+        return max(t for f, t in zip(roc.roc_fpr, roc.roc_tpr, strict=True) if f <= 0.1 + 1e-12)
+
+    assert tpr_at_10pct(lira["canaries"]) > 3 * tpr_at_10pct(lira["rest"])
     # 6 targets x ~40 OUT canaries: 1% FPR rests on ~2.4 expected false positives.
     assert not lira["canaries"].tpr["tpr@1%fpr"].resolved and lira["rest"].tpr["tpr@1%fpr"].resolved
     md = (tmp_path / "run" / "report.md").read_text()
