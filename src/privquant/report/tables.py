@@ -190,6 +190,10 @@ def render_variants(spec: dict[str, Any], load: _Loader, where: str) -> list[str
         if isinstance(row, str):
             row = {"variant": row, "label": row}
         if isinstance(row, list):
+            if not 1 <= len(row) <= 2:  # an unquoted label with a comma splits into more items
+                raise PrivquantError(
+                    f"{where}: rows: expected [variant, label], got {row!r} (quote a label with commas)"
+                )
             row = {"variant": row[0], "label": row[1] if len(row) > 1 else row[0]}
         if not isinstance(row, dict) or "variant" not in row:
             raise PrivquantError(
