@@ -204,7 +204,7 @@ def verdict(results: AuditResults, tolerance: float = 0.01, min_gain: float = 0.
     """
     points = {p.variant: p for p in tradeoff_points(results)}
     fp = points.get("fp32")
-    if fp is None or len(points) < 2:
+    if fp is None:
         return []
     lead = SUBSET_NAMES.get(fp.lead_subset, fp.lead_subset)
 
@@ -237,6 +237,8 @@ def verdict(results: AuditResults, tolerance: float = 0.01, min_gain: float = 0.
     if unresolved:
         lines.append(f"Not resolved (fewer than 10 expected false positives, not used by this verdict): "
                      f"{', '.join(unresolved)}.")  # fmt: skip
+    if len(points) < 2:  # nothing to compare: the worst case is the verdict
+        return lines
     if not _headline_leaks(fp):
         lines.append("**Not resolved**: no headline level rests on enough negatives to compare variants; "
                      "plant more canaries or train more models.")  # fmt: skip
