@@ -67,10 +67,9 @@ def _attack_cells(v: VariantResult, attack: str) -> str:
     if r is None:
         return "–"
     if r.pooled:
-        p = r.pooled[r.lead_subset()]
-        tpr = [Leak(t.value, (t.ci[0], t.ci[1]), attack, t.resolved, t.n_negatives) for t in
-               (p.tpr["tpr@1%fpr"], p.tpr["tpr@0.1%fpr"])]  # fmt: skip
-        return f"{p.auc:.3f} / {tpr[0].text()} / {tpr[1].text(2)}"
+        sub = r.lead_subset()
+        leaks = [attack_leak(r, sub, k, attack) for k in ("tpr@1%fpr", "tpr@0.1%fpr")]
+        return f"{r.pooled[sub].auc:.3f} / {leaks[0].text()} / {leaks[1].text(2)}"
     leaks = [_legacy_leak(r, k, attack) for k in ("tpr@1%fpr", "tpr@0.1%fpr")]
     return f"{r.mean['auc']:.3f} / {leaks[0].text()} / {leaks[1].text(2)}"
 
@@ -371,4 +370,9 @@ def render_file(path: Path, root: Path) -> tuple[str, str]:
 
 def check_files(paths: list[Path], root: Path) -> list[Path]:
     """The files whose generated tables differ from what their results.json give."""
-    return [p for p in paths if (lambda pair: pair[0] != pair[1])(render_file(p, root))]
+    stale = []
+    for p in paths:
+        old, new = render_file(p, root)
+        if old != new:
+            stale.append(p)
+    return stale
