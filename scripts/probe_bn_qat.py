@@ -22,7 +22,7 @@ ds = load_dataset("cifar10")
 members = np.random.default_rng(0).permutation(len(ds.x_train))[:2500]
 x, y = ds.x_train[members], ds.y_train[members]
 recipe = TrainConfig(epochs=20, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
-                     schedule="onecycle", warmup_fraction=0.15, augment="flip", crop_padding=4)  # fmt: skip
+                     schedule="onecycle", warmup_fraction=0.15, augment="flip")  # fmt: skip
 rows = []
 
 

@@ -25,7 +25,7 @@ ds = load_dataset("cifar10")
 rows = np.random.default_rng(0).permutation(len(ds.x_train))
 members, reference = np.sort(rows[:2500]), np.sort(rows[2500:5000])
 recipe = TrainConfig(epochs=20, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
-                     schedule="onecycle", warmup_fraction=0.15, augment="flip", crop_padding=4)  # fmt: skip
+                     schedule="onecycle", warmup_fraction=0.15, augment="flip")  # fmt: skip
 ctx = context_for(ds, members, reference, recipe, 0, model_factory("resnet20", 10),
                   cache=ArtifactCache("runs/probe_teachers_cache"), identity={"probe": "teachers"})  # fmt: skip
 

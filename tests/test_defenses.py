@@ -197,9 +197,15 @@ def test_editing_a_defense_invalidates_cached_models_and_reports_do_not(tmp_path
     )
     code_version.cache_clear()
     assert code_version(package_root=pkg) == before
-    (pkg / "defenses" / "quantization.py").write_text(
-        (pkg / "defenses" / "quantization.py").read_text() + "\n# x\n"
-    )
+    handler = pkg / "defenses" / "quantization.py"
+    source = handler.read_text()
+    # A comment, a docstring or a reformat of model code retrains nothing ...
+    edited = source.replace('"""', '"""Edited. ', 1).replace("\n\n", "\n\n\n")
+    handler.write_text("# a comment\n" + edited + "\n# x\n")
+    code_version.cache_clear()
+    assert code_version(package_root=pkg) == before
+    # ... a statement does.
+    handler.write_text(source + "\nUNUSED_BUT_CODE = 1\n")
     code_version.cache_clear()
     assert code_version(package_root=pkg) != before
 

@@ -160,3 +160,21 @@ def test_content_hash_and_atomic_json(tmp_path: Path) -> None:
     atomic_write_json(tmp_path / "r.json", {"x": 1})
     assert json.loads((tmp_path / "r.json").read_text()) == {"x": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_a_crop_padding_without_a_crop_is_refused() -> None:
+    """The ResNet-20 studies once set crop_padding with augment: flip and never cropped."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="crop_padding is 4 but augment is 'flip'"):
+        TrainConfig(augment="flip", crop_padding=4)
+    assert TrainConfig(augment="flip").padding == 0
+    assert TrainConfig(augment="crop+flip").padding == 4
+    assert TrainConfig(augment="crop", crop_padding=2).padding == 2
+    # The same refusal through a config file names the field.
+    from privquant.errors import ConfigError
+    from privquant.pipeline import load_config
+
+    with pytest.raises(ConfigError, match="train: Value error, crop_padding is 4"):
+        load_config({"data": {"name": "digits"}, "model": {"name": "mlp"},
+                     "train": {"augment": "none", "crop_padding": 4}})  # fmt: skip

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Callable
 from functools import cache
@@ -47,6 +48,36 @@ def _canonical(obj: Any) -> Any:
 def content_hash(obj: Any) -> str:
     """sha256 of a canonical JSON form of ``obj`` (arrays hashed by dtype, shape and bytes)."""
     text = json.dumps(_canonical(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _is_docstring(stmt: ast.stmt | None) -> bool:
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Constant)
+        and isinstance(stmt.value.value, str)
+    )
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    scopes = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    for node in ast.walk(tree):
+        if isinstance(node, scopes) and node.body and _is_docstring(node.body[0]):
+            node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+def source_digest(source: str | bytes) -> str:
+    """sha256 of what Python code does, not how it reads: comments, docstrings, blank lines and
+    formatting do not change it (so editing a comment retrains nothing); any statement does."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # not Python we can parse: fall back to the bytes
+        raw = source.encode() if isinstance(source, str) else source
+        return hashlib.sha256(raw).hexdigest()
+    # The dump omits line and column numbers; the Python minor version is part of the key
+    # because the AST's shape can change between versions.
+    text = f"{sys.version_info[:2]}" + ast.dump(_without_docstrings(tree))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -101,12 +132,13 @@ def model_code_files(
 def code_version(
     roots: tuple[str, ...] = MODEL_CODE_ROOTS, package_root: Path | None = None
 ) -> str:
-    """Package version plus a hash of the source files that determine a model (or a result)."""
+    """Package version plus a hash of the code (not the comments) that determines a model (or
+    a result)."""
     root = package_root or Path(privquant.__file__).parent
     h = hashlib.sha256(privquant.__version__.encode())
     for f in model_code_files(roots, root):
         h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
+        h.update(source_digest(f.read_bytes()).encode())
     return f"{privquant.__version__}+{h.hexdigest()[:12]}"
 
 

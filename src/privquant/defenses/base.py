@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from privquant.artifacts.cache import source_digest
 from privquant.errors import ConfigError
 from privquant.training import TrainConfig, Trainer, seed_everything
 
@@ -133,7 +134,7 @@ def _source_hash(fn: Callable[..., Any], config: type) -> str:
     h = hashlib.sha256()
     for obj in (fn, config):
         try:
-            h.update(inspect.getsource(inspect.getmodule(obj) or obj).encode())
+            h.update(source_digest(inspect.getsource(inspect.getmodule(obj) or obj)).encode())
         except (OSError, TypeError):  # defined in an interactive session: no source to hash
             h.update(getattr(obj, "__qualname__", repr(obj)).encode())
     return h.hexdigest()[:16]

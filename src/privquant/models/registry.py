@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from privquant.artifacts.cache import source_digest
 from privquant.errors import ConfigError
 from privquant.models.cnn import small_cnn
 from privquant.models.layers import Normalize, batchnorm_to_groupnorm
@@ -66,10 +67,9 @@ def model_code(name: str) -> str | None:
     if builder.__module__.startswith("privquant.") or module is None:
         return None
     try:
-        source = inspect.getsource(module)
+        return source_digest(inspect.getsource(module))
     except (OSError, TypeError):  # defined interactively: key on the builder's bytecode instead
-        source = repr(builder.__code__.co_code)
-    return hashlib.sha256(source.encode()).hexdigest()
+        return hashlib.sha256(repr(builder.__code__.co_code).encode()).hexdigest()
 
 
 def check_model_name(name: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -17,6 +18,15 @@ from privquant.errors import ConfigError
 from privquant.membership.canaries import CanaryConfig
 from privquant.population.executor import ExecutorConfig
 from privquant.training import TrainConfig
+
+# Which cached stage a top-level field shapes. A field without a stage shapes the signals (the
+# safe default: a new field invalidates cached signals until someone says it does not).
+STAGES = ("signals", "variant", "attacks", "report", "run")
+
+
+def _stage(name: str) -> dict[str, Any]:
+    assert name in STAGES
+    return {"json_schema_extra": {"stage": name}}
 
 
 class _Strict(BaseModel):
@@ -78,7 +88,7 @@ class PopulationConfig(_Strict):
 
 
 class AuditConfig(_Strict):
-    name: str = Field("audit", min_length=1, max_length=200)
+    name: str = Field("audit", min_length=1, max_length=200, **_stage("report"))
     seed: int = 0
     plugins: list[str] = Field(
         default_factory=list,
@@ -89,7 +99,9 @@ class AuditConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     population: PopulationConfig = Field(default_factory=PopulationConfig)
-    variants: list[VariantConfig] = Field(default_factory=lambda: [VariantConfig(name="fp32")])
+    variants: list[VariantConfig] = Field(
+        default_factory=lambda: [VariantConfig(name="fp32")], **_stage("variant")
+    )
     attacks: list[str] | Literal["all"] = Field(
         default_factory=lambda: [
             "loss",
@@ -101,22 +113,46 @@ class AuditConfig(_Strict):
             "label_only_correctness",
         ],  # fmt: skip
         description="attack names, or 'all' (every attack the signals support)",
+        **_stage("attacks"),
     )
     attack_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="per-attack keyword arguments, e.g. {rmia_online: {temperature: 2}}",
+        **_stage("attacks"),
     )
     targets: list[int] | Literal["all"] = Field(
         "all",
         description="models attacked in turn, each with every other model as a reference; "
         "'all' (every model a target, pooled ROC over them) or a list of model indices",
     )
-    naive: bool = Field(False, description="also attack each variant with full-precision shadows")
-    bootstrap: int = Field(200, ge=0)
-    cache_dir: str | None = Field(None, description="trained-model cache (default: RUN_DIR/cache)")
-    executor: ExecutorConfig = Field(
-        default_factory=ExecutorConfig, description="where jobs run: local (default) or ray"
+    naive: bool = Field(
+        False,
+        description="also attack each variant with full-precision shadows",
+        **_stage("attacks"),
     )
+    bootstrap: int = Field(200, ge=0, **_stage("attacks"))
+    cache_dir: str | None = Field(
+        None, description="trained-model cache (default: RUN_DIR/cache)", **_stage("run")
+    )
+    executor: ExecutorConfig = Field(
+        default_factory=ExecutorConfig,
+        description="where jobs run: local (default) or ray; never changes a number",
+        **_stage("run"),
+    )
+
+    def identity(self, stage: str) -> dict[str, Any]:
+        """The fields that shape one cached stage, as JSON: its cache key's config part.
+
+        Derived from the field declarations, so a new field enters the signals' key unless it
+        is declared to shape something else."""
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        names = set()
+        for name, field in type(self).model_fields.items():
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            if extra.get("stage", "signals") == stage:
+                names.add(name)
+        return json.loads(self.model_dump_json(include=names))
 
     @property
     def target_indices(self) -> list[int]:

@@ -99,13 +99,10 @@ def _signals_for_variant(
     sig_path = run_dir / "signals" / f"{variant.name}.npz"
     meta_path = sig_path.with_suffix(".json")
     # Everything that determines these signals: an edited config never reuses stale ones.
-    key = content_hash({"code": code_version(SIGNALS_CODE), "data": ds.checksum, "pool": split.pool,
+    key = content_hash({"code": code_version(SIGNALS_CODE), "config": config.identity("signals"),
+                        "steps": _steps_identity(variant), "data": ds.checksum, "pool": split.pool,
                         "keep": split.keep, "reference": split.reference, "test": split.test,
-                        "population": split.population, "population_part": split.population_part,
-                        "model": config.model, "train": config.train,
-                        "steps": _steps_identity(variant), "queries": config.population.queries,
-                        "query_shift": config.population.query_shift,
-                        "noise_queries": config.population.noise_queries, "seed": config.seed})  # fmt: skip
+                        "population": split.population, "population_part": split.population_part})  # fmt: skip
     meta = _read_if_key(meta_path, key)
     if meta is not None and sig_path.is_file():
         try:
@@ -161,11 +158,10 @@ def _attack_variant(
     Every target is attacked with the other models as references; each attack's scores are
     then pooled over targets on each subset of the pool (``subsets``: name -> mask)."""
     targets = config.target_indices
-    key = content_hash({"code": code_version(ATTACK_CODE), "logits": signals.logits,
+    key = content_hash({"code": code_version(ATTACK_CODE), "config": config.identity("attacks"),
+                        "seed": config.seed, "targets": targets, "subsets": subsets, "logits": signals.logits,
                         "population": signals.population_logits, "extras": signals.extras,
-                        "reference": None if reference is None else reference.logits, "keep": signals.keep,
-                        "attacks": config.attacks, "params": config.attack_params, "targets": targets,
-                        "subsets": subsets, "bootstrap": config.bootstrap, "seed": config.seed})  # fmt: skip
+                        "reference": None if reference is None else reference.logits, "keep": signals.keep})  # fmt: skip
     cached = _read_if_key(out_path, key)
     if cached is not None:
         return {a: AttackResult.model_validate(r) for a, r in cached["results"].items()}

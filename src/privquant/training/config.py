@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_CROP_PADDING = 4
 
 
 class TrainConfig(BaseModel):
@@ -23,7 +25,12 @@ class TrainConfig(BaseModel):
         0.15, ge=0, lt=1, description="onecycle: share of steps warming up"
     )
     augment: Literal["none", "flip", "crop", "crop+flip"] = "none"
-    crop_padding: int = Field(4, ge=0)
+    crop_padding: int | None = Field(
+        None,
+        ge=1,
+        description=f"pixels of zero padding before the random crop (default {DEFAULT_CROP_PADDING});"
+        " only with a crop in augment",
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
@@ -35,3 +42,22 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     seed: int = 0
     eval_batch_size: int = Field(1024, ge=1)
+
+    @model_validator(mode="after")
+    def _padding_needs_a_crop(self) -> TrainConfig:
+        # A padding without a crop used to be accepted and silently ignored: the ResNet-20 studies
+        # believed they cropped and did not. Saying so is cheaper than that mistake.
+        if self.crop_padding is not None and "crop" not in self.augment:
+            raise ValueError(
+                f"crop_padding is {self.crop_padding} but augment is {self.augment!r}, which has no"
+                " crop, so the padding would be ignored: use augment: crop+flip (or crop), or drop"
+                " crop_padding"
+            )
+        return self
+
+    @property
+    def padding(self) -> int:
+        """The crop's padding in pixels (0 when there is no crop)."""
+        if "crop" not in self.augment:
+            return 0
+        return DEFAULT_CROP_PADDING if self.crop_padding is None else self.crop_padding

@@ -161,7 +161,7 @@ class Trainer:
                         continue
                 else:
                     idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-                xb = augment_batch(to_model_input(x_t[idx]), cfg.augment, cfg.crop_padding, gen)
+                xb = augment_batch(to_model_input(x_t[idx]), cfg.augment, cfg.padding, gen)
                 if is_image and cfg.channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 yb = y_t[idx]
