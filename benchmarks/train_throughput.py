@@ -1,7 +1,9 @@
 """Training throughput: privquant's trainer vs a plain fp32 PyTorch loop, in one run.
 
-Prints JSON: images/s for each model and path, the speed-up ratio, the machine's measured bf16
-(and fp32) matmul peak, and the fraction of the bf16 peak each training path reaches.
+Prints JSON: images/s for each model and path (the trainer at every explicit precision and
+layout, and ``precision: auto`` with what it chose and the timings it chose from), the speed-up
+ratio, whether auto is within 3% of the fastest explicit setting, the total images/s of 1 and
+of 2+ worker processes training at once, and the machine's measured bf16 and fp32 matmul peaks.
 
     python benchmarks/train_throughput.py [--steps 30] [--batch-size 256]
 """
@@ -10,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,7 +23,11 @@ from torch import nn
 
 from privquant.machine import machine_info
 from privquant.models import build_model
+from privquant.population.executor import available_cores
+from privquant.population.workers import measure as measure_workers
 from privquant.training import TrainConfig, Trainer
+from privquant.training.precision import CACHE_ENV, Candidate, resolve_train_config
+from privquant.training.trainer import to_model_input
 
 
 def _has_amx() -> bool:
@@ -92,16 +101,32 @@ def plain_fp32_loop(
 
 
 def privquant_trainer(
-    name: str, x: torch.Tensor, y: torch.Tensor, bs: int, steps: int
-) -> tuple[float, str]:
-    cfg = TrainConfig(epochs=1, batch_size=bs, augment="none")  # same work as the plain loop
+    name: str, x: torch.Tensor, y: torch.Tensor, bs: int, steps: int, **settings: object
+) -> tuple[float, str, bool]:
+    cfg = TrainConfig(epochs=1, batch_size=bs, augment="none", **settings)  # the plain loop's work
     model = build_model(name, (3, 32, 32), 10)
-    Trainer(cfg).fit(model, x[: 3 * bs], y[: 3 * bs], progress=False)  # warm-up
+    Trainer(cfg).fit(model, x[: 3 * bs], y[: 3 * bs], progress=False)  # warm-up (and auto's choice)
     result = Trainer(cfg).fit(model, x[: steps * bs], y[: steps * bs], progress=False)
-    return steps * bs / result.seconds, result.precision
+    return steps * bs / result.seconds, result.precision, result.channels_last
+
+
+def worker_throughput(name: str, x: torch.Tensor, y: torch.Tensor, bs: int) -> dict[str, float]:
+    """Total img/s of N processes each training the model with cores/N threads, per N."""
+    cores = available_cores()
+    model = build_model(name, (3, 32, 32), 10)
+    xb, yb = to_model_input(x[:bs]), y[:bs]
+    cfg = resolve_train_config(TrainConfig(batch_size=bs), model, xb, yb, name)
+    cand = Candidate(cfg.precision, cfg.channels_last is True)
+    return {
+        str(n): round(measure_workers(model, xb, yb, cand, n, cores), 1)
+        for n in range(1, cores + 1)
+        if cores % n == 0
+    }
 
 
 def main() -> None:
+    # auto measures now, on this run's machine, not from an earlier run's cache
+    os.environ.setdefault(CACHE_ENV, str(Path(tempfile.mkdtemp()) / "precision.json"))
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=256)
@@ -120,11 +145,23 @@ def main() -> None:
         plain = plain_fp32_loop(
             build_model(name, (3, 32, 32), 10), x, y, args.batch_size, args.steps
         )
-        ours, precision = privquant_trainer(name, x, y, args.batch_size, args.steps)
+        explicit = {}
+        for precision in ("bf16", "fp32"):
+            for layout in (True, False):
+                speed, _, _ = privquant_trainer(name, x, y, args.batch_size, args.steps,
+                                                precision=precision, channels_last=layout)  # fmt: skip
+                explicit[precision + ("+channels_last" if layout else "")] = round(speed, 1)
+        ours, precision, layout = privquant_trainer(name, x, y, args.batch_size, args.steps)
+        best = max(explicit.values())
         results[name] = {
             "plain_fp32_img_s": round(plain, 1),
             "privquant_img_s": round(ours, 1),
             "privquant_precision": precision,
+            "privquant_channels_last": layout,
+            "explicit_img_s": explicit,
+            "auto_vs_fastest_explicit": round(ours / best, 3),
+            "auto_within_3_percent": ours >= 0.97 * best,
+            "workers_total_img_s": worker_throughput(name, x, y, args.batch_size),
             "ratio": round(ours / plain, 2),
             "train_gflop_per_img": round(flops_per_img / 1e9, 4),
             "privquant_fraction_of_bf16_peak": round(ours * flops_per_img / peak_bf16, 4),
@@ -140,7 +177,7 @@ def main() -> None:
         "cpu_has_amx": _has_amx(),
         "models": results,
         "target_ratio": 3.5,
-        "machine": machine_info(),
+        "machine": machine_info(),  # includes auto's measured timings per candidate
     }, indent=2))  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 import privquant
+from privquant.training.precision import recorded_choices
 
 
 def machine_info() -> dict[str, Any]:
@@ -43,4 +44,6 @@ def machine_info() -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "commit": commit,
         "privquant": privquant.__version__,
+        # What ``precision: auto`` resolved to here, with the measured images/s of each candidate.
+        "precision": recorded_choices(),
     }

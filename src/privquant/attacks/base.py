@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from privquant.errors import ConfigError
 from privquant.metrics import best_threshold
@@ -23,6 +24,17 @@ class ScoreFn(Protocol):
     def __call__(
         self, signals: Signals, target: int, references: np.ndarray, **params: Any
     ) -> np.ndarray: ...
+
+
+class AttackParams(BaseModel):
+    """An attack's keyword parameters (``attack_params.<name>`` in a config): unknown keys and
+    out-of-range values fail at config validation, before any model trains."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoParams(AttackParams):
+    """The attack takes no parameters."""
 
 
 @dataclass(frozen=True)
@@ -36,15 +48,39 @@ class Attack:
     fixed_threshold: float = 0.0
     # Signals extras the attack reads (measured on the model itself, e.g. under input noise).
     requires: tuple[str, ...] = ()
+    params: type[AttackParams] = NoParams
 
     def available(self, signals: Signals) -> bool:
         return all(r in signals.extras for r in self.requires)
+
+    def validate_params(self, raw: Any, where: str = "attack_params") -> dict[str, Any]:
+        """``raw`` checked against the attack's params model; the keyword arguments to pass."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}.{self.name}: expected a mapping of parameters, got {raw!r}")
+        try:
+            return self.params.model_validate(raw).model_dump(exclude_unset=True)
+        except ValidationError as e:
+            lines = []
+            for err in e.errors():
+                loc = ".".join(str(x) for x in err["loc"])
+                allowed = sorted(self.params.model_fields) or "none"
+                hint = f"; {self.name} takes {allowed}" if err["type"] == "extra_forbidden" else ""
+                lines.append(
+                    f"{where}.{self.name}.{loc}: {err['msg']} (got {err['input']!r}){hint}"
+                )
+            raise ConfigError("\n".join(lines)) from None
 
 
 ATTACKS: dict[str, Attack] = {}
 
 
-def register(attack: Attack) -> Attack:
+def register(attack: Attack, replace: bool = False) -> Attack:
+    """Add ``attack`` under its name; a name already taken is refused unless ``replace``."""
+    if attack.name in ATTACKS and not replace:
+        raise ConfigError(
+            f"attack {attack.name!r} is already registered ({ATTACKS[attack.name].description});"
+            " pass replace=True to override it"
+        )
     ATTACKS[attack.name] = attack
     return attack
 

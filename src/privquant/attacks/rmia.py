@@ -9,10 +9,11 @@ resolution, and ties between points that dominate the same z are broken by the r
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 from scipy.special import logsumexp
 
 from privquant.attacks import statistics as sig
-from privquant.attacks.base import Attack, even_reference_counts, register
+from privquant.attacks.base import Attack, AttackParams, even_reference_counts, register
 from privquant.metrics import auc
 from privquant.signals import Signals
 
@@ -189,7 +190,22 @@ def rmia_score(
     return frac + (0.5 + np.arctan(ratio_x) / np.pi) / (len(z) + 1)
 
 
+class RmiaOnlineParams(AttackParams):
+    gamma: float = Field(1.0, gt=0, description="pairwise likelihood-ratio threshold")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of the signals")
+    n_population: int = Field(10_000, ge=1, description="population points z compared against")
+    seed: int = Field(0, ge=0, description="draw of the population points")
+
+
+class RmiaParams(RmiaOnlineParams):
+    offline_a: float | None = Field(
+        None, ge=0, le=1, description="offline scaling a; None: tuned on shadows"
+    )
+
+
 register(Attack("rmia", rmia_score,
-                "Zarifzadeh et al. 2024, offline (OUT references, a tuned on shadows), gamma=1"))  # fmt: skip
+                "Zarifzadeh et al. 2024, offline (OUT references, a tuned on shadows), gamma=1",
+                params=RmiaParams))  # fmt: skip
 register(Attack("rmia_online", lambda s, t, r, **kw: rmia_score(s, t, r, online=True, **kw),
-                "Zarifzadeh et al. 2024, online (all references), gamma=1"))  # fmt: skip
+                "Zarifzadeh et al. 2024, online (all references), gamma=1",
+                params=RmiaOnlineParams))  # fmt: skip

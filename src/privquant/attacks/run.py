@@ -54,7 +54,7 @@ def run_attacks(
         raise ConfigError(f"attacks: {needs} need measurements these signals do not carry "
                           "(for label_only_noise: population.noise_queries > 0)")  # fmt: skip
     names = [n for n in names if n not in missing]  # "all": whatever these signals support
-    params = params or {}
+    params = {n: get_attack(n).validate_params(p) for n, p in (params or {}).items()}
     out: dict[str, Any] = {"targets": list(map(int, targets)), "attacks": {}}
     jobs = [(n, t) for n in names for t in targets]
     bar = tqdm(jobs, desc="attacks", unit="attack", disable=not progress, leave=False)

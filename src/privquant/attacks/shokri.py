@@ -7,11 +7,12 @@ membership is known; they are then applied to the target's outputs.
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
 from privquant.attacks import statistics as sig
-from privquant.attacks.base import Attack, register
+from privquant.attacks.base import Attack, AttackParams, register
 from privquant.signals import Signals
 
 
@@ -98,8 +99,14 @@ def shokri_score(
     return _fit_predict(feats[references[rows], cols], keep[rows, cols], feats[target], seed)
 
 
+class ShokriParams(AttackParams):
+    top_k: int = Field(10, ge=1, description="sorted posteriors fed to the attack classifier")
+    max_train_rows: int = Field(40_000, ge=2, description="shadow rows the classifiers train on")
+    seed: int = Field(0, ge=0)
+
+
 register(Attack("shokri", shokri_score, "Shokri et al. 2017: per-class attack classifiers on shadow posteriors",
-                threshold="fixed", fixed_threshold=0.5))  # fmt: skip
+                threshold="fixed", fixed_threshold=0.5, params=ShokriParams))  # fmt: skip
 register(Attack("shokri_global", lambda s, t, r, **kw: shokri_score(s, t, r, per_class=False, **kw),
                 "one attack classifier on sorted posteriors, true-label posterior and label",
-                threshold="fixed", fixed_threshold=0.5))  # fmt: skip
+                threshold="fixed", fixed_threshold=0.5, params=ShokriParams))  # fmt: skip

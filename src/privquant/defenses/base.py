@@ -141,15 +141,20 @@ def _source_hash(fn: Callable[..., Any], config: type) -> str:
 
 
 def register_defense(
-    config: type[DefenseConfig], stage: Stage
+    config: type[DefenseConfig], stage: Stage, replace: bool = False
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register ``handler`` for ``config`` (whose ``method`` field must be a one-value Literal)."""
+    """Register ``handler`` for ``config`` (whose ``method`` field must be a one-value Literal);
+    a method name already taken is refused unless ``replace``."""
     if stage not in STAGE_ORDER:
         raise ConfigError(f"stage: {stage!r} is not one of {list(STAGE_ORDER)}")
     field = config.model_fields.get("method")
     method = field.default if field is not None else None
     if not isinstance(method, str) or not method:
         raise ConfigError(f"{config.__name__}: needs a 'method' field with a default name")
+
+    if method in DEFENSES and not replace:
+        raise ConfigError(f"defense method {method!r} is already registered "
+                          f"({DEFENSES[method].config.__name__}); pass replace=True to override it")  # fmt: skip
 
     def wrap(handler: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         DEFENSES[method] = RegisteredDefense(

@@ -38,12 +38,15 @@ MODELS: dict[str, RegisteredModel] = {}
 
 
 def register_model(
-    name: str, *, images_only: bool = True, description: str = ""
+    name: str, *, images_only: bool = True, description: str = "", replace: bool = False
 ) -> Callable[[Builder], Builder]:
     """Register ``builder(input_shape, num_classes, **options)`` under ``name``.
 
     Registered names are accepted by YAML configs, ``audit_model`` and every CLI ``--model``.
+    A name already taken is refused unless ``replace``.
     """
+    if name in MODELS and not replace:
+        raise ConfigError(f"model {name!r} is already registered; pass replace=True to override it")
 
     def wrap(builder: Builder) -> Builder:
         MODELS[name] = RegisteredModel(name, builder, images_only, description)

@@ -200,6 +200,12 @@ class AuditConfig(_Strict):
         unknown = sorted(set(self.attack_params) - set(listed or self.attack_params))
         if self.attacks != "all" and unknown:
             raise ValueError(f"attack_params: {unknown} are not in attacks")
+        from privquant.attacks import get_attack
+
+        # Typed per attack: a typo or an out-of-range value fails here, not after training.
+        self.attack_params = {
+            name: get_attack(name).validate_params(raw) for name, raw in self.attack_params.items()
+        }
         if self.population.balanced and self.population.n_models < 4:
             raise ValueError("population.balanced: needs n_models >= 4 (with 3, LiRA's IN/OUT "
                              "reference counts would reveal the target's membership)")  # fmt: skip
@@ -210,6 +216,10 @@ def format_errors(e: ValidationError, source: str) -> str:
     """One line per error: the dotted field path, the message and the offending value."""
     lines = [f"{source}: invalid configuration"]
     for err in e.errors():
+        raised = (err.get("ctx") or {}).get("error")
+        if isinstance(raised, ConfigError):  # privquant's own message already names the field
+            lines.extend("  " + line for line in str(raised).splitlines())
+            continue
         loc = format_location(err["loc"]) or "(top level)"
         lines.append(
             f"  {loc}: {err['msg']}"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 from tqdm.auto import tqdm
 
@@ -42,6 +43,7 @@ from privquant.results import (
     aggregate_targets,
 )
 from privquant.signals import Signals
+from privquant.training.precision import resolve_train_config
 
 SIGNALS_CODE = (*MODEL_CODE_ROOTS, "privquant.signals")
 ATTACK_CODE = ("privquant.attacks", "privquant.metrics", "privquant.results")
@@ -258,8 +260,12 @@ def _findings(
                              "score": p.score} for p, r in zip(top, rows, strict=True)])  # fmt: skip
 
 
-def _preflight(config: AuditConfig, ds: Dataset) -> None:
-    """Checks that need the data: everything that would otherwise fail after hours of training."""
+def _preflight(config: AuditConfig, ds: Dataset) -> AuditConfig:
+    """Checks that need the data: everything that would otherwise fail after hours of training.
+
+    Returns the config to compute with: ``precision: auto`` resolved once, here, by measuring the
+    model's training step (workers then all train alike, and the choice enters every cache key).
+    """
     from privquant.errors import ConfigError
     from privquant.population import model_factory
     from privquant.quant.apply import layer_bits_map
@@ -278,6 +284,29 @@ def _preflight(config: AuditConfig, ds: Dataset) -> None:
                     layer_bits_map(model, quant)
                 except ConfigError as e:
                     raise ConfigError(f"variants.{variant.name}.steps.{i}.quant.{e}") from None
+    sample = torch.as_tensor(ds.x_train[:64])
+    x = sample.float().div_(255.0) if sample.dtype == torch.uint8 else sample.float()
+    train = resolve_train_config(config.train, model, x, torch.as_tensor(ds.y_train[:64]),
+                                 config.model.name)  # fmt: skip
+    return config.model_copy(update={"train": train})
+
+
+def _build_executor(config: AuditConfig, ds: Dataset) -> tuple[Executor, dict[str, Any]]:
+    """The run's executor; ``workers: auto`` measured for this model on this machine."""
+    from privquant.population import model_factory
+    from privquant.population.workers import choose_workers
+
+    ex = config.executor
+    if ex.kind != "local" or ex.workers != "auto":
+        n = ex.workers if ex.kind == "local" else None
+        return ex.build(), {"workers": n, "source": "configured"}
+    model = model_factory(config.model.name, ds.num_classes, config.model.options)(ds.x_train[:2])
+    sample = torch.as_tensor(ds.x_train[:64])
+    x = sample.float().div_(255.0) if sample.dtype == torch.uint8 else sample.float()
+    choice = choose_workers(
+        config.train, model, x, torch.as_tensor(ds.y_train[:64]), config.model.name
+    )
+    return ex.build(workers=choice.workers), choice.to_dict()
 
 
 def _mean_info(infos: list[dict[str, float]]) -> dict[str, float] | None:
@@ -319,13 +348,13 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
     )
     ds = plant_in_dataset(ds, split.pool, canaries, config.seed)
     split = split.with_canaries(canaries)
-    _preflight(config, ds)
+    user_config, config = config, _preflight(config, ds)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _start_run_folder(config, run_dir, split)
+    _start_run_folder(user_config, run_dir, split)
     cache = ArtifactCache(config.cache_dir or run_dir / "cache")
 
     start = time.perf_counter()
-    executor = config.executor.build()
+    executor, workers = _build_executor(config, ds)
     populations = _train_populations(config, ds, split, cache, executor, progress)
     timings["train_models"] = time.perf_counter() - start
 
@@ -370,10 +399,10 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
 
     results = AuditResults(
         privquant_version=privquant.__version__,
-        config=config.model_dump(mode="json"),
+        config=user_config.model_dump(mode="json"),
         dataset={k: v for k, v in ds.info().items() if k != "extra"},
         split=split.summary(),
-        machine=machine_info(),
+        machine={**machine_info(), "workers": workers},
         timings_seconds=timings,
         variants=variants,
     )

@@ -34,10 +34,11 @@ class TrainConfig(BaseModel):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
-        description="auto: bf16 autocast on CPUs with AMX/AVX512-BF16 and on CUDA, else fp32",
+        description="auto: bf16 autocast on CUDA; on CPU whichever of bf16 autocast and fp32 trains "
+        "this model faster here, measured once per machine (privquant.training.precision)",
     )
-    channels_last: bool = Field(
-        True, description="NHWC memory format for image models (faster on CPU)"
+    channels_last: bool | Literal["auto"] = Field(
+        "auto", description="NHWC memory format for image models; auto: measured with precision"
     )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     seed: int = 0

@@ -17,6 +17,7 @@ from privquant.training.augment import augment_batch
 from privquant.training.config import TrainConfig
 from privquant.training.device import autocast, autocast_dtype, resolve_device, seed_everything
 from privquant.training.objectives import CrossEntropy, Objective
+from privquant.training.precision import resolve_train_config
 
 
 class Callback:
@@ -45,6 +46,7 @@ class TrainResult:
     samples_per_second: float = 0.0
     precision: str = "fp32"
     device: str = "cpu"
+    channels_last: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,13 +110,15 @@ class Trainer:
         # probability batch_size / N (batch sizes vary); shuffling into fixed batches does not.
         self.poisson_sampling = poisson_sampling
         self.device = resolve_device(self.config.device)
-        self.amp_dtype = autocast_dtype(self.config.precision, self.device)
 
-    def _prepare(self, model: nn.Module, is_image: bool) -> nn.Module:
-        model = model.to(self.device)
-        if is_image and self.config.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        return model
+    def _resolved(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainConfig:
+        """The config with ``auto`` precision and layout decided (measured once per machine)."""
+        cfg = self.config
+        if cfg.precision != "auto" and cfg.channels_last != "auto":
+            return cfg
+        return resolve_train_config(
+            cfg, model, to_model_input(x[:64]), y[:64], type(model).__name__
+        )
 
     def fit(
         self,
@@ -123,24 +127,30 @@ class Trainer:
         y: np.ndarray | torch.Tensor,
         progress: bool = True,
     ) -> TrainResult:
-        cfg = self.config
         x_t = torch.as_tensor(x).to(self.device)
         y_t = torch.as_tensor(y, dtype=torch.long).to(self.device)
         if len(x_t) != len(y_t) or len(x_t) == 0:
             raise ValueError(f"training data: {len(x_t)} inputs and {len(y_t)} labels")
         is_image = x_t.dim() == 4
-        model = self._prepare(model, is_image)
+        cfg = self._resolved(model.to(self.device), x_t, y_t)
+        channels_last = is_image and cfg.channels_last is True
+        amp_dtype = autocast_dtype(cfg.precision, self.device)
+        model = model.to(self.device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model, cfg)
         for cb in self.callbacks:
             model, optimizer = cb.on_train_start(model, optimizer)
         steps_per_epoch = math.ceil(len(x_t) / cfg.batch_size)
         total = cfg.epochs * steps_per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total))
-        scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
         gen = torch.Generator().manual_seed(cfg.seed)
         rate = min(1.0, cfg.batch_size / len(x_t))
         result = TrainResult(
-            precision=str(self.amp_dtype or "fp32").replace("torch.", ""), device=str(self.device)
+            precision=str(amp_dtype or "fp32").replace("torch.", ""),
+            device=str(self.device),
+            channels_last=channels_last,
         )
         bar = tqdm(total=total, desc="train", unit="step", disable=not progress, leave=False)
         start = time.perf_counter()
@@ -162,10 +172,10 @@ class Trainer:
                 else:
                     idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
                 xb = augment_batch(to_model_input(x_t[idx]), cfg.augment, cfg.padding, gen)
-                if is_image and cfg.channels_last:
+                if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 yb = y_t[idx]
-                with autocast(self.device, self.amp_dtype):
+                with autocast(self.device, amp_dtype):
                     logits = model(xb)
                 loss = self.objective(logits, yb, model=model, indices=idx)
                 optimizer.zero_grad(set_to_none=True)
@@ -202,7 +212,7 @@ class Trainer:
             torch.cuda.synchronize()
         result.seconds = time.perf_counter() - start
         result.samples_per_second = len(result.history) * len(x_t) / result.seconds
-        if is_image and cfg.channels_last:  # hand back the layout users (and exporters) expect
+        if channels_last:  # hand back the layout users (and exporters) expect
             model.to(memory_format=torch.contiguous_format)
         model.eval()
         return result

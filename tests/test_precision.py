@@ -1,0 +1,106 @@
+"""``precision: auto`` is decided by timing the model's own training step, cached per machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from privquant.models import build_model
+from privquant.training import TrainConfig, Trainer
+from privquant.training import precision as prec
+
+
+@pytest.fixture
+def stub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # noqa: ANN201
+    """Timings chosen by the test; counts the measurements; a private cache file."""
+    monkeypatch.setenv(prec.CACHE_ENV, str(tmp_path / "precision.json"))
+    monkeypatch.setattr(prec, "CHOICES", {})
+    monkeypatch.setattr(
+        prec, "default_candidate", lambda is_image: prec.Candidate("bf16", is_image)
+    )
+    state = {"speeds": {}, "calls": 0}
+
+    def fake(model, x, y, candidate, seconds):  # noqa: ANN001, ANN202
+        state["calls"] += 1
+        return state["speeds"][candidate.name]
+
+    monkeypatch.setattr(prec, "time_candidate", fake)
+    return state
+
+
+def _model_and_batch():  # noqa: ANN202
+    return build_model("small_cnn", (3, 16, 16), 4), torch.rand(8, 3, 16, 16), torch.arange(8) % 4
+
+
+def test_the_faster_candidate_is_chosen_and_the_choice_is_cached(stub) -> None:
+    stub["speeds"] = {"bf16+channels_last": 500.0, "bf16": 450.0, "fp32+channels_last": 480.0,
+                      "fp32": 600.0}  # fmt: skip
+    model, x, y = _model_and_batch()
+    choice = prec.choose_precision(TrainConfig(), model, x, y, "small_cnn")
+    assert (choice.precision, choice.channels_last, choice.source) == ("fp32", False, "measured")
+    assert choice.images_per_second["fp32"] == 600.0 and stub["calls"] == 4
+    # A new process (empty memo) reads the machine's cache file instead of timing again.
+    prec.CHOICES.clear()
+    again = prec.choose_precision(TrainConfig(), model, x, y, "small_cnn")
+    assert (again.precision, again.channels_last, again.source) == ("fp32", False, "cached")
+    assert stub["calls"] == 4
+    assert prec.recorded_choices()[0]["images_per_second"]["bf16"] == 450.0
+    # Another model shape is another entry: measured anew.
+    other = build_model("small_cnn", (3, 16, 16), 7)
+    prec.choose_precision(TrainConfig(), other, x, torch.arange(8) % 7, "small_cnn")
+    assert stub["calls"] == 8
+
+
+def test_a_near_tie_keeps_the_flag_default_so_reruns_agree(stub) -> None:
+    stub["speeds"] = {"bf16+channels_last": 1000.0, "bf16": 900.0, "fp32+channels_last": 700.0,
+                      "fp32": 1020.0}  # 2% faster: within the margin  # fmt: skip
+    model, x, y = _model_and_batch()
+    choice = prec.choose_precision(TrainConfig(), model, x, y)
+    assert (choice.precision, choice.channels_last) == ("bf16", True)
+
+
+def test_explicit_settings_are_never_measured(stub) -> None:
+    model, x, y = _model_and_batch()
+    cfg = TrainConfig(precision="fp32", channels_last=True)
+    assert prec.resolve_train_config(cfg, model, x, y) is cfg
+    assert stub["calls"] == 0
+    # An explicit precision with layout auto measures the two layouts of that precision only.
+    stub["speeds"] = {"bf16+channels_last": 1.0, "bf16": 2.0}
+    layout = prec.choose_precision(TrainConfig(precision="bf16"), model, x, y)
+    assert (layout.precision, layout.channels_last) == ("bf16", False) and stub["calls"] == 2
+    # Tables have no layout to choose.
+    stub["speeds"] = {"bf16": 1.0, "fp32": 5.0}
+    mlp = build_model("mlp", (6,), 3)
+    table = prec.choose_precision(TrainConfig(), mlp, torch.rand(8, 6), torch.arange(8) % 3)
+    assert (table.precision, table.channels_last) == ("fp32", False)
+
+
+def test_the_trainer_trains_with_the_measured_choice(stub) -> None:
+    stub["speeds"] = {"bf16+channels_last": 100.0, "bf16": 90.0, "fp32+channels_last": 80.0,
+                      "fp32": 300.0}  # fmt: skip
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 3, 16, 16), dtype=np.uint8)
+    y = rng.integers(0, 4, 64)
+    model = build_model("small_cnn", (3, 16, 16), 4)
+    result = Trainer(TrainConfig(epochs=1, batch_size=32)).fit(model, x, y, progress=False)
+    assert (result.precision, result.channels_last) == ("fp32", False)
+    stub["speeds"]["bf16+channels_last"] = 1000.0
+    prec.CHOICES.clear()
+    (Path(prec.cache_path())).unlink()
+    result = Trainer(TrainConfig(epochs=1, batch_size=32)).fit(model, x, y, progress=False)
+    assert (result.precision, result.channels_last) == ("bfloat16", True)
+
+
+def test_the_real_timing_leaves_weights_and_generators_untouched() -> None:
+    model, x, y = _model_and_batch()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    with torch.random.fork_rng(devices=[]):
+        speed = prec.time_candidate(model, x, y, prec.Candidate("fp32", True), seconds=0.01)
+    assert speed > 0 and torch.equal(torch.rand(3), expected)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
