@@ -392,3 +392,62 @@ def test_missing_or_broken_plugin_names_the_entry(tmp_path: Path) -> None:
     (tmp_path / "empty.py").write_text("")
     with pytest.raises(ConfigError, match="Ray workers do not import config plugins"):
         load_config({**TINY, "plugins": [str(tmp_path / "empty.py")], "executor": {"kind": "ray"}})
+
+
+def test_a_rerun_with_another_config_that_fails_restores_the_finished_run(
+    finished_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results, reports, config and split of the last complete run stay until a new set is
+    complete; a failure after work started (here: in the attack stage) puts them back."""
+    import shutil
+
+    from privquant.pipeline import run as run_module
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns("cache"))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("attack stage failed")
+
+    monkeypatch.setattr(run_module, "_attack_variant", broken)
+    other = {**TINY, "bootstrap": 31, "cache_dir": str(finished_run / "cache")}
+    with pytest.raises(RuntimeError, match="attack stage failed"):
+        run_audit(load_config(other), run, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert not (run / ".previous").exists() and not (run / ".lock").exists()
+
+
+def test_one_run_at_a_time_per_folder_and_the_users_config_is_never_overwritten(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    import yaml
+
+    from privquant.pipeline.run import RunLock
+
+    run = tmp_path / "exp"
+    run.mkdir()
+    (run / ".lock").write_text(
+        json.dumps({"pid": os.getpid(), "host": __import__("socket").gethostname()})
+    )
+    with pytest.raises(
+        ConfigError, match=r"another privquant run \(pid \d+ on .*\) is writing this folder"
+    ):
+        run_audit(load_config(TINY), run, progress=False)
+    # A lock left by a killed run (its process is gone) is taken over.
+    (run / ".lock").write_text(
+        json.dumps({"pid": 2**22 + 12345, "host": __import__("socket").gethostname()})
+    )
+    with RunLock(run):
+        assert json.loads((run / ".lock").read_text())["pid"] == os.getpid()
+    assert not (run / ".lock").exists()
+    # privquant run exp/config.yaml --out exp: the commented file stays as the user wrote it.
+    small = {**TINY, "train": {**TINY["train"], "epochs": 2}, "bootstrap": 5, "naive": False}
+    text = "# my notes\n" + yaml.safe_dump(small)
+    (run / "config.yaml").write_text(text)
+    run_audit(load_config(run / "config.yaml"), run, progress=False)
+    assert (run / "config.yaml").read_text() == text
+    assert load_config(run / "config.normalized.yaml").bootstrap == 5
+    assert (run / "results.json").is_file()

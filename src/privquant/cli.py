@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import privquant
-from privquant.errors import PrivquantError
+from privquant.errors import ConfigError, PrivquantError
 
 if TYPE_CHECKING:
     from privquant.data import Dataset
@@ -81,7 +81,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.out:
         meta = {"model": model.privquant_spec, "train": summary, "history": result.history,
                 "privquant_version": privquant.__version__}  # fmt: skip
-        save_checkpoint(args.out, model, meta)
+        save_checkpoint(_export_folder(Path(args.out), Path(args.out) / "none"), model, meta)
         summary["checkpoint"] = str(Path(args.out).resolve())
     print(json.dumps(summary, indent=2))
     return 0
@@ -193,15 +193,43 @@ def _owner_context(args: argparse.Namespace, meta: dict, ds: Dataset) -> Defense
                           model_fn=model_factory(spec.get("name", "small_cnn"), ds.num_classes, options))  # fmt: skip
 
 
+# Every file a privquant export or checkpoint folder may hold; a new export into a folder
+# removes them first, so a stale graph or weights of another kind never sit beside new ones.
+EXPORT_FILES = ("manifest.json", "quantized.safetensors", "model.safetensors", "meta.json",
+                "defense.json", "outputs.json", "outputs.safetensors", "model.onnx", "model.int8.onnx")  # fmt: skip
+
+
+def _export_folder(out: Path, source: Path) -> Path:
+    """``out`` ready for a new export: never the input checkpoint, no stale artifacts."""
+    if out.exists() and source.exists() and out.resolve() == source.resolve():
+        raise ConfigError(
+            f"--out {out}: is the input checkpoint; writing there would overwrite the model it was "
+            "made from. Choose another folder"
+        )
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    for name in EXPORT_FILES:
+        (out / name).unlink(missing_ok=True)
+    return out
+
+
 def _deploy_checkpoint(args: argparse.Namespace, variant: VariantConfig) -> int:
     """Apply ``variant`` to a checkpoint through the one defense path, export it, report it."""
     from privquant.artifacts import atomic_write_json, load_checkpoint, save_checkpoint
     from privquant.data import load_dataset
     from privquant.defenses import apply_outputs, apply_transforms, train_model
+    from privquant.defenses.serving import save_output_stage
     from privquant.quant import export_quantized, quant_layers
     from privquant.quant.export import model_size
     from privquant.training import evaluate
 
+    if getattr(args, "onnx_int8", False) and variant.output_steps:
+        raise ConfigError(
+            f"--onnx-int8: the int8 graph cannot carry the output steps "
+            f"{[s.method for s in variant.output_steps]}, so it would release raw posteriors the "
+            "audit never saw; drop --onnx-int8 (use --onnx) or the output steps"
+        )
+    out = _export_folder(Path(args.out), Path(args.checkpoint))
     model, meta = load_checkpoint(args.checkpoint)
     ds = load_dataset(_checkpoint_dataset(meta, args.data))
     ctx = _owner_context(args, meta, ds)
@@ -212,7 +240,6 @@ def _deploy_checkpoint(args: argparse.Namespace, variant: VariantConfig) -> int:
     seconds = time.perf_counter() - start
     # A train-stage defense built a new model (its normalization fitted on its own data).
     deployed.privquant_spec = getattr(model, "privquant_spec", None) or meta["model"]
-    out = Path(args.out)
     if quant_layers(deployed):
         size = export_quantized(deployed, out)["size"]
     else:
@@ -220,6 +247,8 @@ def _deploy_checkpoint(args: argparse.Namespace, variant: VariantConfig) -> int:
         size = model_size(deployed)
     atomic_write_json(out / "defense.json", variant.model_dump(mode="json"))
     served = apply_outputs(variant.output_steps, deployed, ctx)
+    # The output steps are part of the artifact: every loader (and the ONNX graph) applies them.
+    save_output_stage(served, variant.output_steps, out)
     test = evaluate(served, ds.x_test, ds.y_test)
     summary = {"steps": [s.model_dump(mode="json") for s in variant.steps], "dataset": ds.name,
                "test_accuracy": test["accuracy"], "seconds": seconds, "size": size,
@@ -227,7 +256,7 @@ def _deploy_checkpoint(args: argparse.Namespace, variant: VariantConfig) -> int:
     if args.onnx:
         from privquant.quant.onnx_export import export_onnx
 
-        export_onnx(deployed, out / "model.onnx", ds.input_shape)
+        export_onnx(served, out / "model.onnx", ds.input_shape)
         summary["onnx"] = str((out / "model.onnx").resolve())
     if getattr(args, "onnx_int8", False):
         from privquant.data import seeded_subset
@@ -355,8 +384,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         size = manifest["size"]
         dataset = args.data
     else:
+        from privquant.defenses.serving import apply_saved_outputs
+
         model, meta = load_checkpoint(folder)
         size = fp32_size(model)
+        model = apply_saved_outputs(model, folder)
         dataset = _checkpoint_dataset(meta, args.data)
     if not dataset:
         raise PrivquantError(f"{folder}: pass --data NAME to say which dataset to evaluate on")

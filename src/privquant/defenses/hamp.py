@@ -20,6 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from privquant.defenses.base import DefenseConfig, DefenseContext, register_defense
+from privquant.defenses.serving import register_restorer
 from privquant.training import HighEntropyLabels
 from privquant.training.trainer import to_model_input
 
@@ -73,6 +74,16 @@ class RankPreservingRandomPosterior(nn.Module):
         weights = np.random.default_rng(seed + 1).integers(1, 2**20, dim)
         self.register_buffer("hash_weights", torch.from_numpy(weights))
 
+    @classmethod
+    def from_tensors(cls, model: nn.Module, bank: torch.Tensor, hash_weights: torch.Tensor):  # noqa: ANN206
+        """The wrapper as saved with an export (no bank inputs to run again)."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.model = model
+        self.register_buffer("bank", bank.float())
+        self.register_buffer("hash_weights", hash_weights.long())
+        return self
+
     def _pick(self, x: torch.Tensor) -> torch.Tensor:
         codes = (x.detach().flatten(1) * 255).round().long()  # images: the bytes themselves
         return (codes @ self.hash_weights) % len(self.bank)
@@ -88,3 +99,14 @@ class RankPreservingRandomPosterior(nn.Module):
 def _hamp_output(config: HAMPOutput, model: nn.Module, ctx: DefenseContext) -> nn.Module:
     bank = _random_inputs(ctx.x, config.random_inputs, ctx.seed)
     return RankPreservingRandomPosterior(model.eval(), bank, ctx.seed).eval()
+
+
+@register_restorer("hamp_output")
+def _restore_hamp_output(
+    config: dict, model: nn.Module, tensors: dict[str, torch.Tensor]
+) -> nn.Module:
+    if {"bank", "hash_weights"} - tensors.keys():
+        raise ValueError("hamp_output: the export lacks its posterior bank")
+    return RankPreservingRandomPosterior.from_tensors(
+        model, tensors["bank"], tensors["hash_weights"]
+    )

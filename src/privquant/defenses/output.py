@@ -9,6 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from privquant.defenses.base import DefenseConfig, DefenseContext, register_defense
+from privquant.defenses.serving import register_restorer
 
 
 class OutputCoarsening(DefenseConfig):
@@ -74,3 +75,12 @@ def _output_coarsening(
 ) -> nn.Module:
     template = config.template_confidence if config.mode == "label_template" else None
     return CoarsePosterior(model, config.levels, config.top_k, template).eval()
+
+
+@register_restorer("output_coarsening")
+def _restore_coarsening(
+    config: dict, model: nn.Module, tensors: dict[str, torch.Tensor]
+) -> nn.Module:
+    c = OutputCoarsening.model_validate(config)
+    template = c.template_confidence if c.mode == "label_template" else None
+    return CoarsePosterior(model, c.levels, c.top_k, template)

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from privquant.defenses import VariantConfig, format_location
 from privquant.errors import ConfigError
@@ -140,6 +148,13 @@ class AuditConfig(_Strict):
         **_stage("run"),
     )
 
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source_path(self) -> Path | None:
+        """The YAML file this config was loaded from (None for a dict or a built config)."""
+        return self._source
+
     def identity(self, stage: str) -> dict[str, Any]:
         """The fields that shape one cached stage, as JSON: its cache key's config part.
 
@@ -247,11 +262,14 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> AuditConfig:
     base = Path(where).parent if where != "config" else Path.cwd()
     source = {**source, "plugins": load_plugins(source.get("plugins") or [], base, where)}
     try:
-        return AuditConfig.model_validate(source)
+        config = AuditConfig.model_validate(source)
     except ValidationError as e:
         raise ConfigError(format_errors(e, where)) from None
     except ConfigError as e:  # raised by nested validators (bits, attack names)
         raise ConfigError(f"{where}: {e}") from None
+    if where != "config":
+        config._source = Path(where)
+    return config
 
 
 def load_plugins(paths: Any, base: Path, where: str = "config") -> list[str]:

@@ -316,17 +316,94 @@ def _mean_info(infos: list[dict[str, float]]) -> dict[str, float] | None:
     return {k: float(np.mean([i[k] for i in infos if k in i])) for k in keys} or None
 
 
+RESULT_FILES = ("results.json", "report.md", "report.html")
+PREVIOUS = ".previous"  # the last complete results, kept until a new set is complete
+
+
 def _start_run_folder(config: AuditConfig, run_dir: Path, split: MembershipSplit) -> None:
-    """Record config and split; results of a different earlier config are removed first, so the
-    folder never pairs one config's results with another's split."""
+    """Record config and split. Results of a different earlier config are moved aside (not
+    deleted): they come back if this run fails, and go only once its results are complete. A
+    config file the user keeps in the folder (``privquant run exp/config.yaml --out exp``) is
+    never overwritten; the normalized config then goes to ``config.normalized.yaml``."""
     text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode()
-    previous = run_dir / "config.yaml"
+    record = _config_record(config, run_dir)
+    previous = run_dir / record
     if previous.is_file() and previous.read_bytes() != text:
-        for stale in ("results.json", "report.md", "report.html"):
-            (run_dir / stale).unlink(missing_ok=True)
+        aside = run_dir / PREVIOUS
+        aside.mkdir(exist_ok=True)
+        for name in (*RESULT_FILES, record, "split.npz"):
+            if (run_dir / name).is_file() and not (aside / name).exists():
+                (run_dir / name).replace(aside / name)
     remove_stale_temps(run_dir)
-    atomic_write_bytes(previous, text)
+    atomic_write_bytes(run_dir / record, text)
     split.save(run_dir / "split.npz")
+
+
+def _config_record(config: AuditConfig, run_dir: Path) -> str:
+    source = config.source_path
+    mine = source is not None and source.resolve() == (run_dir / "config.yaml").resolve()
+    return "config.normalized.yaml" if mine else "config.yaml"
+
+
+def _restore_previous(run_dir: Path) -> None:
+    """After a failed run: the earlier complete results (and their config) back in place."""
+    aside = run_dir / PREVIOUS
+    if not aside.is_dir():
+        return
+    for f in aside.iterdir():
+        f.replace(run_dir / f.name)
+    aside.rmdir()
+
+
+def _drop_previous(run_dir: Path) -> None:
+    aside = run_dir / PREVIOUS
+    if aside.is_dir():
+        for f in aside.iterdir():
+            f.unlink()
+        aside.rmdir()
+
+
+class RunLock:
+    """One run at a time per folder: a second ``privquant run`` into it stops with who holds it.
+
+    The lock names its process and host; one left by a killed run (process gone) is taken over.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+
+    def __enter__(self) -> RunLock:
+        import os
+        import socket
+
+        from privquant.artifacts.atomic import process_alive
+        from privquant.errors import ConfigError
+
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    held = json.loads(self.path.read_text())
+                except (OSError, ValueError):
+                    held = {}
+                pid, host = held.get("pid"), held.get("host")
+                if isinstance(pid, int) and (host != me["host"] or process_alive(pid)):
+                    raise ConfigError(
+                        f"{self.path.parent}: another privquant run (pid {pid} on {host}) is "
+                        f"writing this folder; wait for it or choose another --out (if no run is "
+                        f"active, delete {self.path})"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # left by a run that was killed
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            return self
+        raise ConfigError(f"{self.path}: could not take the run folder's lock")
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -> AuditResults:
@@ -337,7 +414,6 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
     """
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
-    timings: dict[str, float] = {}
     ds = load_dataset(config.data.name)
     split = make_split(len(ds.y_train), len(ds.y_test), config.data.pool_size, config.population.n_models,
                        config.data.reference_size, config.data.test_size, seed=config.seed,
@@ -350,7 +426,21 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
     split = split.with_canaries(canaries)
     user_config, config = config, _preflight(config, ds)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _start_run_folder(user_config, run_dir, split)
+    with RunLock(run_dir):
+        _start_run_folder(user_config, run_dir, split)
+        try:
+            results = _run_stages(user_config, config, ds, split, run_dir, progress, t0)
+        except BaseException:
+            _restore_previous(run_dir)
+            raise
+        _drop_previous(run_dir)
+    return results
+
+
+def _run_stages(user_config: AuditConfig, config: AuditConfig, ds: Dataset, split: MembershipSplit,
+                run_dir: Path, progress: bool, t0: float) -> AuditResults:  # fmt: skip
+    """Train, query, attack, report: everything after the run folder is set up."""
+    timings: dict[str, float] = {}
     cache = ArtifactCache(config.cache_dir or run_dir / "cache")
 
     start = time.perf_counter()

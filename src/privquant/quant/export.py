@@ -173,7 +173,9 @@ def load_quantized(folder: str | os.PathLike[str]) -> tuple[nn.Module, dict[str,
     for name, info in manifest["layers"].items():
         model.get_submodule(name).act_enabled = info["act_bits"] is not None
     model.privquant_spec = spec  # type: ignore[attr-defined]
-    return model.eval(), manifest
+    from privquant.defenses.serving import apply_saved_outputs
+
+    return apply_saved_outputs(model.eval(), folder), manifest
 
 
 def fp32_size(model: nn.Module) -> dict[str, Any]:
