@@ -291,3 +291,81 @@ def test_a_damaged_decoded_cache_is_rebuilt(tmp_path: Path, isolated_cache: Path
         again = load_dataset("cifar10")  # no BadZipFile, no silently different arrays
         assert again.checksum == ds.checksum
         assert cached.read_bytes() == good  # and the entry was rewritten whole
+
+
+def _npz(path, **arrays):  # noqa: ANN001, ANN003, ANN202
+    rng = np.random.default_rng(0)
+    base = {"x_train": rng.random((40, 8, 8)).astype(np.float32), "y_train": np.arange(40) % 4,
+            "x_test": rng.random((10, 8, 8)).astype(np.float32), "y_test": np.arange(10) % 4}  # fmt: skip
+    np.savez(path, **{**base, **arrays})
+    return path
+
+
+def test_user_arrays_are_validated_where_they_load(tmp_path) -> None:  # noqa: ANN001
+    from privquant.data.user import load_npz
+    from privquant.errors import DatasetError
+
+    rng = np.random.default_rng(1)
+    x = rng.random((40, 8, 8)).astype(np.float32)
+    x[0, 0, 0] = 1.0000001  # a rounding error above 1: still a [0, 1] image, scaled, not truncated
+    ds = load_npz(_npz(tmp_path / "a.npz", x_train=x))
+    assert ds.x_train.dtype == np.uint8 and ds.x_train.max() == 255 and ds.x_train.mean() > 100
+    x[1, 2, 3] = np.nan
+    with pytest.raises(DatasetError, match=r"x_train: 1 images hold NaN or infinite pixels"):
+        load_npz(_npz(tmp_path / "b.npz", x_train=x))
+    with pytest.raises(DatasetError, match=r"image values span 0\.5\.\.300"):
+        load_npz(_npz(tmp_path / "c.npz", x_train=np.full((40, 8, 8), 0.5) + np.eye(8) * 299.5))
+    feats = rng.normal(size=(40, 5)).astype(np.float32)
+    feats[3, 1] = np.inf
+    with pytest.raises(
+        DatasetError, match=r"x_train: 1 rows hold NaN or infinite values \(first: row 3\)"
+    ):
+        load_npz(_npz(tmp_path / "d.npz", x_train=feats, x_test=np.zeros((10, 5), np.float32)))
+    with pytest.raises(DatasetError, match="x_train has 40 rows but y_train has 39"):
+        load_npz(_npz(tmp_path / "e.npz", y_train=np.arange(39) % 4))
+    with pytest.raises(DatasetError, match="the test part is empty"):
+        load_npz(
+            _npz(
+                tmp_path / "f.npz",
+                x_test=np.zeros((0, 8, 8), np.float32),
+                y_test=np.zeros(0, np.int64),
+            )
+        )
+
+
+def test_csv_typos_and_infinities_name_the_column(tmp_path) -> None:  # noqa: ANN001
+    from privquant.data.tabular import load_csv
+    from privquant.errors import DatasetError
+
+    rng = np.random.default_rng(0)
+    rows = [f"{v:.3f},{'ab'[i % 2]},{i % 2}" for i, v in enumerate(rng.normal(size=200))]
+    good = tmp_path / "good.csv"
+    good.write_text("num,cat,label\n" + "\n".join(rows) + "\n")
+    assert load_csv(good).x_train.shape[1] == 3  # num + cat=a + cat=b
+    typo = rows.copy()
+    typo[5] = "0.3O1,a,1"
+    (tmp_path / "typo.csv").write_text("num,cat,label\n" + "\n".join(typo) + "\n")
+    with pytest.raises(
+        DatasetError, match=r"column 'num': 1 of \d+ values are not numbers \(e.g. '0.3O1'\)"
+    ):
+        load_csv(tmp_path / "typo.csv", test_fraction=0.01)
+    inf = rows.copy()
+    inf[7] = "inf,a,1"
+    (tmp_path / "inf.csv").write_text("num,cat,label\n" + "\n".join(inf) + "\n")
+    with pytest.raises(DatasetError, match=r"column 'num': infinite value 'inf'"):
+        load_csv(tmp_path / "inf.csv", test_fraction=0.01)
+
+
+def test_image_folder_caches_see_added_images_and_other_archives(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from PIL import Image
+
+    from privquant.data.registry import _source_signature
+
+    root = tmp_path / "imgs"
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(root / split / c / "0.png")
+    before = _source_signature(root)
+    Image.fromarray(np.ones((4, 4, 3), np.uint8)).save(root / "train" / "a" / "1.png")
+    assert _source_signature(root) != before

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from privquant.errors import ConfigError
-from privquant.metrics import best_threshold
+from privquant.metrics import FPR_LEVELS, best_threshold
 from privquant.signals import Signals
 
 
@@ -158,7 +158,9 @@ def even_reference_counts(mask: np.ndarray, n_excluded: int = 1) -> np.ndarray:
     return mask & (np.cumsum(mask, axis=0) <= k)
 
 
-LOW_FPR_LEVELS = (0.01, 0.001)
+# Thresholds calibrated on shadows at the reported FPR levels but the lowest: 0.01% FPR would
+# rest on a handful of shadow non-members (the pooled ROC reports it, with its interval).
+LOW_FPR_LEVELS = FPR_LEVELS[:-1]
 
 
 def shadow_thresholds(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import tarfile
@@ -159,8 +160,13 @@ def load_image_folder(path: Path, name: str | None = None, how: str | None = Non
     path = Path(path)
     how = how or "provide <root>/train/<class>/*.png and <root>/test/<class>/*.png"
     if path.is_file():
-        stem = path.name.split(".")[0]
-        extracted = cache_dir() / "extracted" / stem
+        # Keyed on the archive's path and state, not its stem: one/imgs.tar.gz and
+        # two/imgs.zip are different data, and a rewritten archive is extracted again.
+        st = path.stat()
+        key = hashlib.sha256(
+            f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()
+        ).hexdigest()[:16]
+        extracted = cache_dir() / "extracted" / f"{path.name.split('.')[0]}-{key}"
         if not extracted.is_dir():
             safe_extract(path, extracted)
         path_root = _image_split_root(extracted)

@@ -29,10 +29,29 @@ class Dataset:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Checked where every loader ends, so no user file reaches training unverified: a NaN
+        # feature or an out-of-range label trains to chance with no error otherwise.
+        from privquant.errors import DatasetError
+
+        where = self.source or self.name
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if len(x) != len(y):
-                raise ValueError(f"{self.name}: x_{split} has {len(x)} rows, y_{split} {len(y)}")
+                raise DatasetError(where, f"x_{split} has {len(x)} rows but y_{split} has {len(y)}")
+            if len(x) == 0:
+                raise DatasetError(where, f"the {split} part is empty; expected at least one row")
+            if np.issubdtype(x.dtype, np.floating):
+                bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+                if bad.any():
+                    raise DatasetError(where, f"x_{split}: {int(bad.sum())} rows hold NaN or "
+                                              f"infinite values (first: row {int(np.argmax(bad))})")  # fmt: skip
+            if not np.issubdtype(np.asarray(y).dtype, np.integer):
+                raise DatasetError(
+                    where, f"y_{split}: labels must be integers, got {np.asarray(y).dtype}"
+                )
+            if len(y) and (y.min() < 0 or y.max() >= len(self.classes)):
+                raise DatasetError(where, f"y_{split}: labels must lie in 0..{len(self.classes) - 1} "
+                                          f"({len(self.classes)} classes), got {int(y.min())}..{int(y.max())}")  # fmt: skip
         self.y_train = self.y_train.astype(np.int64, copy=False)
         self.y_test = self.y_test.astype(np.int64, copy=False)
 

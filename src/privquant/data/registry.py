@@ -121,6 +121,12 @@ def _source_signature(path: Path) -> str:
     """Identifies the source files' state so an edited dataset is decoded again."""
     if not path.exists():
         return str(path)
+    if path.is_dir():  # an image folder: every file's name, size and time (an added image counts)
+        h = hashlib.sha256(str(path.resolve()).encode())
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            st = f.stat()
+            h.update(f"{f.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
     st = path.stat()
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 

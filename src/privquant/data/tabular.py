@@ -38,10 +38,20 @@ class TabularEncoder:
         enc = cls(columns=list(columns))
         for j, col in enumerate(columns):
             values = [r[j] for r in rows]
-            nums = [_to_float(v) for v in values if v not in MISSING]
-            if nums and all(n is not None for n in nums):
+            present = [v for v in values if v not in MISSING]
+            nums = [_to_float(v) for v in present]
+            parsed = sum(n is not None for n in nums)
+            if nums and parsed == len(nums):
                 a = np.asarray(nums, dtype=np.float64)
+                if not np.isfinite(a).all():
+                    raise ValueError(f"column {col!r}: infinite value {present[int(np.argmax(~np.isfinite(a)))]!r}; "
+                                     "use an empty field for a missing value")  # fmt: skip
                 enc.numeric[col] = [float(a.mean()), float(a.std() or 1.0)]
+            elif parsed >= 0.9 * len(nums) and len(set(present)) > 20:
+                # A numeric column with a few typos would become hundreds of one-hot columns.
+                odd = next(v for v, n in zip(present, nums, strict=True) if n is None)
+                raise ValueError(f"column {col!r}: {len(nums) - parsed} of {len(nums)} values are not "
+                                 f"numbers (e.g. {odd!r}) while the rest are; fix them or leave them empty")  # fmt: skip
             else:
                 enc.categories[col] = sorted({v for v in values})
         return enc
@@ -225,7 +235,10 @@ def load_csv(path: Path, label: str = "label", test_path: Path | None = None,
         raise DatasetError(
             test_path or path, f"test labels {sorted(unknown)} never occur in training rows"
         )
-    enc = TabularEncoder.fit(rows, columns)
+    try:
+        enc = TabularEncoder.fit(rows, columns)
+    except ValueError as e:
+        raise DatasetError(path, str(e)) from None
     index = {c: i for i, c in enumerate(classes)}
     return Dataset(
         path.stem, "tabular", enc.transform(rows), np.asarray([index[v] for v in labels]),

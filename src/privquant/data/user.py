@@ -28,11 +28,24 @@ def _as_images_or_features(x: np.ndarray, where: str) -> tuple[np.ndarray, str]:
         )
     if x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
         x = x.transpose(0, 3, 1, 2)  # NHWC -> NCHW
+    if x.size == 0:  # an empty part: the dataset's own check says so, naming the part
+        return np.zeros(x.shape, np.uint8), "image"
     if x.dtype != np.uint8:
-        if np.issubdtype(x.dtype, np.floating) and x.min() >= 0 and x.max() <= 1:
-            x = np.round(x * 255)
-        if x.min() < 0 or x.max() > 255:
-            raise DatasetError(where, "image arrays must be uint8, or floats in [0, 1]", NPZ_HOW)
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            bad = int((~np.isfinite(x.reshape(len(x), -1))).any(axis=1).sum())
+            raise DatasetError(where, f"{bad} images hold NaN or infinite pixels", NPZ_HOW)
+        lo, hi = float(x.min()), float(x.max())
+        # Floats in [0, 1] (a rounding error above 1 included) are scaled; whole numbers in
+        # 0..255 are bytes already; anything else is ambiguous and refused, never truncated.
+        if np.issubdtype(x.dtype, np.floating) and lo >= -1e-3 and hi <= 1 + 1e-3:
+            x = np.round(np.clip(x, 0, 1) * 255)
+        elif lo < 0 or hi > 255 or not np.array_equal(x, np.round(x)):
+            raise DatasetError(
+                where,
+                f"image values span {lo:g}..{hi:g}: expected uint8, whole numbers in 0..255, or floats "
+                "in [0, 1]",
+                NPZ_HOW,
+            )
         x = x.astype(np.uint8)
     return np.ascontiguousarray(x), "image"
 
@@ -63,7 +76,7 @@ def load_npz(path: Path) -> Dataset:
                 f"expected non-negative integer labels [N], got {y.dtype} {y.shape}",
                 NPZ_HOW,
             )
-    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    n_classes = 1 + int(max((y.max() for y in (y_train, y_test) if len(y)), default=0))
     classes = (
         [str(c) for c in arrays["classes"]]
         if "classes" in arrays

@@ -470,6 +470,8 @@ def _run_stages(user_config: AuditConfig, config: AuditConfig, ds: Dataset, spli
             defense_info=_mean_info(infos),
         )
     timings["variants_and_signals"] = time.perf_counter() - start
+    if hasattr(executor, "close"):  # worker processes are not needed for the attacks
+        executor.close()
 
     start = time.perf_counter()
     subsets = split.canaries.masks(len(split.pool))

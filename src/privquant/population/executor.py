@@ -61,6 +61,32 @@ class ProcessExecutor:
 
     def __init__(self, workers: int, threads: int) -> None:
         self.workers, self.threads = workers, threads
+        self._pool: ProcessPoolExecutor | None = None
+        self._shared: dict[str, Any] = {}
+
+    def _pool_for(self, shared: dict[str, Any]) -> ProcessPoolExecutor:
+        """The worker pool, started once and kept while the shared inputs are the same objects
+        (each stage of a run reuses it: no second torch import, no second dataset copy)."""
+        same = self._shared.keys() == shared.keys() and all(
+            self._shared[k] is v for k, v in shared.items()
+        )
+        if self._pool is None or not same:
+            self.close()
+            plugins = [(n, m.__file__) for n, m in sys.modules.items()
+                       if n.startswith("privquant_plugin_") and getattr(m, "__file__", None)]  # fmt: skip
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.threads, shared, plugins),
+            )
+            self._shared = dict(shared)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        self._pool, self._shared = None, {}
 
     def map(
         self,
@@ -72,14 +98,7 @@ class ProcessExecutor:
     ) -> list[R]:
         if not jobs:
             return []
-        plugins = [(n, m.__file__) for n, m in sys.modules.items()
-                   if n.startswith("privquant_plugin_") and getattr(m, "__file__", None)]  # fmt: skip
-        pool = ProcessPoolExecutor(
-            max_workers=min(self.workers, len(jobs)),
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(self.threads, shared or {}, plugins),
-        )
+        pool = self._pool_for(shared or {})
         results: list[Any] = [None] * len(jobs)
         try:
             futures = {pool.submit(_run_in_worker, fn, job): i for i, job in enumerate(jobs)}
@@ -91,13 +110,14 @@ class ProcessExecutor:
             # A failed job: the queued ones are dropped, the running ones finish (their work is
             # valid and lands in the cache), then the error surfaces.
             pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
             raise
         except BaseException:  # Ctrl-C: stop now; a killed job's temp folder is swept on rerun
             for proc in list((getattr(pool, "_processes", None) or {}).values()):
                 proc.terminate()
             pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
             raise
-        pool.shutdown(wait=True)
         return results
 
 
