@@ -451,3 +451,33 @@ def test_one_run_at_a_time_per_folder_and_the_users_config_is_never_overwritten(
     assert (run / "config.yaml").read_text() == text
     assert load_config(run / "config.normalized.yaml").bootstrap == 5
     assert (run / "results.json").is_file()
+
+
+def test_audit_model_cross_checks_its_inputs() -> None:
+    from torch import nn
+
+    from privquant.data import load_dataset
+    from privquant.errors import PrivquantError
+    from privquant.models import build_model
+    from privquant.training import train_new_model
+
+    ds = load_dataset("digits")
+    cfg = TrainConfig(epochs=3, batch_size=32, optimizer="adam", lr=3e-3, weight_decay=0)
+    x, y = ds.x_train, ds.y_train
+    model, _ = train_new_model("mlp", x[:150], y[:150], 10, cfg, progress=False, hidden=(32,))
+    fn = lambda: build_model("mlp", [1, 8, 8], 10, hidden=(32,))  # noqa: E731
+    kw = {"n_shadows": 3, "attacks": ["loss"], "n_bootstrap": 0, "progress": False}
+    with pytest.raises(ConfigError, match="members: 150 inputs but 140 labels"):
+        audit_model(model, (x[:150], y[:140]), (x[150:290], y[150:300]), fn, cfg, **kw)
+    with pytest.raises(ConfigError, match="nonmembers: 150 of 150 rows are also in members"):
+        audit_model(model, (x[:150], y[:150]), (x[:150], y[:150]), fn, cfg, **kw)
+    # A target wrapped in a softmax among shadows returning logits: refused, naming model 0.
+    with pytest.raises(PrivquantError, match="model 0's rows are probability vectors"):
+        audit_model(
+            nn.Sequential(model, nn.Softmax(-1)),
+            (x[:150], y[:150]),
+            (x[150:300], y[150:300]),
+            fn,
+            cfg,
+            **kw,
+        )

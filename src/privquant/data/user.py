@@ -69,6 +69,10 @@ def load_npz(path: Path) -> Dataset:
             path, f"x_train {x_train.shape} and x_test {x_test.shape} differ in shape", NPZ_HOW
         )
     y_train, y_test = arrays["y_train"], arrays["y_test"]
+    if len(x_test) == 0:
+        raise DatasetError(
+            f"{path}:x_test", "the test part is empty; expected at least one row", NPZ_HOW
+        )
     for key, y in (("y_train", y_train), ("y_test", y_test)):
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
             raise DatasetError(

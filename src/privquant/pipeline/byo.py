@@ -56,6 +56,25 @@ def _user_data(
     test: tuple[np.ndarray, np.ndarray] | None,
 ) -> tuple[Dataset, int]:
     """Pool (members then non-members) followed by the reference rows, as one in-memory dataset."""
+    from privquant.errors import ConfigError
+
+    named = {"members": members, "nonmembers": nonmembers, "reference": reference, "test": test}
+    for name, part in named.items():
+        if part is None:
+            continue
+        if not isinstance(part, tuple | list) or len(part) != 2:
+            raise ConfigError(f"{name}: expected an (x, y) pair of arrays")
+        if len(part[0]) != len(part[1]):
+            raise ConfigError(f"{name}: {len(part[0])} inputs but {len(part[1])} labels; every "
+                              "(x, y) pair must have one label per input")  # fmt: skip
+    if not len(members[0]) or not len(nonmembers[0]):
+        raise ConfigError("members and nonmembers: each needs at least one row")
+    # Non-members that are (copies of) members make every score tie: "no leakage" by accident.
+    member_rows = {np.ascontiguousarray(r).tobytes() for r in members[0]}
+    shared = sum(np.ascontiguousarray(r).tobytes() in member_rows for r in nonmembers[0])
+    if shared > len(nonmembers[0]) // 10:
+        raise ConfigError(f"nonmembers: {shared} of {len(nonmembers[0])} rows are also in members; "
+                          "non-members must be rows the model never trained on")  # fmt: skip
     parts = [members, nonmembers] + ([reference] if reference is not None else [])
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts]).astype(np.int64)

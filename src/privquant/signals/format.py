@@ -169,11 +169,17 @@ def _check_logits(where: str, logits: np.ndarray) -> None:
         raise PrivquantError(f"{where}: contains NaN or infinity")
     # Probabilities passed as logits would be silently re-softmaxed into near-uniform outputs
     # and under-state leakage; a probability row is non-negative and sums to 1.
-    if logits.size and logits.min() >= 0 and np.allclose(logits.sum(-1), 1.0, atol=1e-4):
-        raise PrivquantError(
-            f"{where}: every row is a probability vector (non-negative, sums to 1); pass logits, "
-            "or log-probabilities (np.log(p), clipped away from 0) if only probabilities exist"
-        )
+    # Checked model by model: one model wrapped in a softmax (e.g. the target) among models
+    # that return logits is the case that understates leakage most.
+    per_model = logits if logits.ndim >= 3 else logits[None]
+    for m, rows in enumerate(per_model):
+        if rows.size and rows.min() >= 0 and np.allclose(rows.sum(-1), 1.0, atol=1e-4):
+            which = f"model {m}'s" if logits.ndim >= 3 else "every"
+            raise PrivquantError(
+                f"{where}: {which} rows are probability vectors (non-negative, sum to 1); pass "
+                "logits, or log-probabilities (np.log(p), clipped away from 0) if only "
+                "probabilities exist (a model ending in a softmax: remove the softmax)"
+            )
 
 
 CHUNK_BYTES = 64 * 2**20  # float64 logits per chunk of models: bounds a statistic's temporaries
