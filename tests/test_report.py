@@ -194,3 +194,17 @@ def test_report_screenshots_at_desktop_and_phone_width(
         png = (tmp_path / "shots" / f"report-{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         assert struct.unpack(">II", png[16:24]) == (width, height)
+
+
+def test_degenerate_audits_are_flagged_before_the_verdict() -> None:
+    from privquant.report.render import verdict
+
+    results = AuditResults.load(Path(__file__).parents[1] / "docs" / "results" / "demo_strict")
+    assert results.degenerate_warnings() == []  # 8 models, FP32 at 83.5%
+    results.variants["fp32"].test_accuracy = 0.104
+    results.split["n_models"] = 3
+    warnings = results.degenerate_warnings()
+    assert "at chance (10% for 10 classes)" in warnings[0]
+    assert "rmia_online" in warnings[1] and "with 3 models: about 1 IN and 1 OUT" in warnings[1]
+    lines = verdict(results)
+    assert lines[0].startswith("**Warning:** FP32 test accuracy 10.4% is at chance")

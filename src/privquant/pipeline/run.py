@@ -499,6 +499,7 @@ def _run_stages(user_config: AuditConfig, config: AuditConfig, ds: Dataset, spli
         variants=variants,
     )
     results.fill_relative_changes()
+    results.warnings = results.degenerate_warnings()
     results.findings = _findings(results, ds, split, run_dir)
     results.save(run_dir / "results.json")
     from privquant.report import render_report

@@ -230,7 +230,8 @@ def verdict(results: AuditResults, tolerance: float = 0.01, min_gain: float = 0.
                                                                   strict=False)), default=1.0)  # fmt: skip
 
     how = "pooled over" if fp.worst_1.ci is not None else "mean over"
-    lines = [f"**Worst case ({lead}, {how} {len(results.targets)} targets): FP32 leaks {leak(fp)}** "
+    warned = [f"**Warning:** {w}." for w in (results.warnings or results.degenerate_warnings())]
+    lines = [*warned,f"**Worst case ({lead}, {how} {len(results.targets)} targets): FP32 leaks {leak(fp)}** "
              f"(worst of {len(results.attack_names)} attacks" + ("; 95% intervals)." if how == "pooled over" else ").")]  # fmt: skip
     unresolved = [name for name, leak_ in (("worst-case TPR at 1% FPR", fp.worst_1),
                                            ("population TPR at 0.1% FPR", fp.population_01)) if not leak_.resolved]  # fmt: skip

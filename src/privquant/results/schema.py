@@ -194,6 +194,29 @@ class AuditResults(_Strict):
     timings_seconds: dict[str, float]
     variants: dict[str, VariantResult]
     findings: Findings | None = None
+    warnings: list[str] = Field(
+        default_factory=list, description="what makes these numbers weaker than they look"
+    )
+
+    def degenerate_warnings(self) -> list[str]:
+        """Conditions under which the audit's numbers mislead, in words (the report leads with them)."""
+        out = []
+        classes = self.dataset.get("num_classes") or len(self.dataset.get("classes") or []) or None
+        fp = self.variants.get("fp32")
+        if fp is not None and fp.test_accuracy is not None and classes:
+            chance = 1 / classes
+            if fp.test_accuracy <= chance + 0.05:
+                out.append(f"FP32 test accuracy {100 * fp.test_accuracy:.1f}% is at chance ({100 * chance:.0f}% "
+                           f"for {classes} classes): the models did not learn, so low leakage says nothing "
+                           "about a model anyone would ship")  # fmt: skip
+        n_models = int(self.split.get("n_models", 0) or 0)
+        online = [a for a in self.attack_names if "online" in a]
+        if online and 0 < n_models < 8:
+            per = (n_models - 1) / 2
+            out.append(f"{', '.join(online)} with {n_models} models: about {per:g} IN and {per:g} OUT reference "
+                       "models per point, so their per-point statistics rest on 1-3 values; use 8 or more "
+                       "models for a strong online attacker")  # fmt: skip
+        return out
 
     @property
     def targets(self) -> list[int]:
