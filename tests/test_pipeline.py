@@ -481,3 +481,46 @@ def test_audit_model_cross_checks_its_inputs() -> None:
             cfg,
             **kw,
         )
+
+
+@pytest.mark.parametrize("variant,message", [
+    ({"name": "d", "steps": [{"method": "split_distill", "teachers": 2, "exclusions": 2}]},
+     r"variants.d.steps.0 \(split_distill\): exclusions: must be below teachers \(2\)"),
+    ({"name": "d", "steps": [{"method": "qat", "quant": {"weight_bits": 4}, "loss_floor": 0.5, "targets": "self"}]},
+     r"variants.d.steps.0 \(qat\): loss_floor works on the true labels"),
+    ({"name": "d", "method": "reference_distill"}, r"needs 1 defender reference rows, data.reference_size is 0"),
+    ({"name": "d", "method": "early_stopping"}, r"early_stopping\): needs 1000 defender reference rows"),
+    ({"name": "d", "method": "privacy_rounding", "quant": {"weight_bits": 4}}, r"privacy_rounding\): needs 1 defender"),
+    ({"name": "d", "method": "calibrate", "audit_rows": 100, "candidates": [[{"method": "ptq", "quant": {"weight_bits": 4}}]]},
+     r"calibrate\): needs 100 defender reference rows"),
+    ({"name": "d", "method": "privacy_bits", "avg_bits": 1.6, "candidates": [4, 2]}, r"avg_bits 1.6 is below every candidate"),
+])  # fmt: skip
+def test_steps_that_would_fail_after_training_fail_at_validation(
+    variant: dict, message: str
+) -> None:
+    import time
+
+    start = time.perf_counter()
+    cfg = {
+        **TINY,
+        "data": {**TINY["data"], "reference_size": 0},
+        "variants": [{"name": "fp32"}, variant],
+    }
+    with pytest.raises(ConfigError, match=message):
+        load_config(cfg)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_too_few_shadows_are_refused_before_any_training(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import numpy as np
+    from torch import nn
+
+    x, y = np.zeros((20, 4), np.float32), np.arange(20) % 2
+    with pytest.raises(ConfigError, match="n_shadows: at least 2"):
+        audit_model(nn.Linear(4, 2), (x[:10], y[:10]), (x[10:], y[10:]), lambda: nn.Linear(4, 2), TrainConfig(),
+                    n_shadows=1)  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(["defend", "ck", "--bits", "4", "--audit", "--audit-shadows", "1", "--out", "o"])
+    assert "--audit-shadows: must be at least 2, got 1" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +43,19 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
         for k, v in info.items():
             print(f"{k:>12}: {v}")
     return 0
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -658,7 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     df.add_argument("--audit", action="store_true",
                     help="also audit FP32 vs standard QAT vs the defense (fresh shadows) into OUT/audit/")  # fmt: skip
-    df.add_argument("--audit-shadows", type=int, default=4, help="shadow models of the --audit")
+    df.add_argument("--audit-shadows", type=_at_least(2), default=4,
+                    help="shadow models of the --audit (at least 2: thresholds are calibrated on them)")  # fmt: skip
     _owner_arguments(df)
     df.set_defaults(func=_cmd_defend)
 

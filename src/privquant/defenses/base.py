@@ -40,6 +40,14 @@ class DefenseConfig(BaseModel):
 
     method: str
 
+    def check(self) -> None:
+        """Rules across this step's fields (raise ValueError); run with the config, before work."""
+
+    def reference_rows_needed(self) -> int:
+        """Defender reference rows this step reads (0: none); checked against data.reference_size
+        before any model trains."""
+        return 0
+
 
 @dataclass
 class DefenseContext:

@@ -62,6 +62,14 @@ class PrivacyBitAllocation(DefenseConfig):
             check_bits(b, "candidates")
         return sorted(set(v), reverse=True)
 
+    def check(self) -> None:
+        if self.candidates and self.avg_bits < min(self.candidates):
+            raise ValueError(f"avg_bits {self.avg_bits:g} is below every candidate width {self.candidates}: "
+                             "no bit map meets the budget")  # fmt: skip
+
+    def reference_rows_needed(self) -> int:
+        return 1
+
 
 MeasurementRows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 

@@ -47,6 +47,17 @@ class PrivacyCalibration(DefenseConfig):
         500, ge=50, description="reference rows held out for the audit (the last ones)"
     )
 
+    def check(self) -> None:
+        for chain in self.candidates:
+            for step in chain:
+                step.check()
+
+    def reference_rows_needed(self) -> int:
+        # the audit rows, plus what the hungriest candidate reads from the rest
+        return self.audit_rows + max(
+            (s.reference_rows_needed() for c in self.candidates for s in c), default=0
+        )
+
     @field_validator("candidates", mode="before")
     @classmethod
     def _transform_chains(cls, v: Any) -> Any:

@@ -45,6 +45,14 @@ class SplitDistill(DefenseConfig):
         0, ge=0, description="defender reference rows labelled by all teachers and added (0: none)"
     )
 
+    def check(self) -> None:
+        if self.exclusions >= self.teachers:
+            raise ValueError(f"exclusions: must be below teachers ({self.teachers}), got {self.exclusions}: "
+                             "each member needs a teacher that never saw it")  # fmt: skip
+
+    def reference_rows_needed(self) -> int:
+        return self.reference_rows
+
 
 class ReferenceDistill(DefenseConfig):
     """DMP-style: a teacher trained on the members labels reference rows; the student learns those."""
@@ -52,6 +60,9 @@ class ReferenceDistill(DefenseConfig):
     method: Literal["reference_distill"] = "reference_distill"
     temperature: float = Field(1.0, gt=0)
     reference_rows: int | None = Field(None, ge=1, description="rows to use (None: all)")
+
+    def reference_rows_needed(self) -> int:
+        return self.reference_rows or 1
 
 
 def assign_exclusions(

@@ -60,6 +60,15 @@ class QAT(DefenseConfig):
         "uses the model's mean loss on the defender's reference rows, the level non-members get",
     )
 
+    def check(self) -> None:
+        if self.loss_floor is not None and self.targets == "self":
+            raise ValueError(
+                "loss_floor works on the true labels; use targets: labels (or drop loss_floor)"
+            )
+
+    def reference_rows_needed(self) -> int:
+        return 1 if self.loss_floor == "reference" else 0
+
 
 @register_defense(PTQ, "transform")
 def _ptq(config: PTQ, model: nn.Module, ctx: DefenseContext) -> nn.Module:

@@ -42,6 +42,9 @@ class PrivacyRounding(DefenseConfig):
         0.1, ge=0, description="weight of the push toward hard decisions (mean over weights)"
     )
 
+    def reference_rows_needed(self) -> int:
+        return 1
+
 
 def privacy_rounding(
     qmodel: nn.Module,

@@ -34,6 +34,9 @@ class WithReferenceRows(DefenseConfig):
     method: Literal["with_reference_rows"] = "with_reference_rows"
     rows: int = Field(1000, ge=1, description="reference rows added to the members")
 
+    def reference_rows_needed(self) -> int:
+        return self.rows
+
 
 @register_defense(WithReferenceRows, "train")
 def _with_reference_rows(config: WithReferenceRows, ctx: DefenseContext) -> nn.Module:
@@ -75,6 +78,9 @@ class EarlyStopping(DefenseConfig):
     validation_rows: int = Field(
         1000, ge=1, description="defender reference rows that measure the held-out loss"
     )
+
+    def reference_rows_needed(self) -> int:
+        return self.validation_rows
 
 
 class _BestEpoch(Callback):

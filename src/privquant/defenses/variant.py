@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from privquant.defenses.base import DEFENSES, STAGE_ORDER, DefenseConfig
+from privquant.errors import ConfigError
 
 
 @cache
@@ -81,6 +82,11 @@ class VariantConfig(BaseModel):
             )
         if stages.count("train") > 1:
             raise ValueError(f"variant {self.name!r}: at most one train-stage step")
+        for i, step in enumerate(self.steps):  # each step's cross-field rules, before any work
+            try:
+                step.check()
+            except ValueError as e:
+                raise ConfigError(f"variants.{self.name}.steps.{i} ({step.method}): {e}") from None
         return self
 
     @staticmethod

@@ -114,6 +114,12 @@ def audit_model(
     like the pipeline's results.json.
     """
     start = time.perf_counter()
+    if n_shadows < 2:
+        from privquant.errors import ConfigError
+
+        raise ConfigError(
+            f"n_shadows: at least 2 (attack thresholds are calibrated on shadows), got {n_shadows}"
+        )
     ds, n_pool = _user_data(members, nonmembers, reference, test)
     n_ref = len(ds.y_train) - n_pool
     drawn = make_split(n_pool, len(ds.y_test), n_pool, 1 + n_shadows, seed=seed)

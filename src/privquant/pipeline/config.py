@@ -197,6 +197,15 @@ class AuditConfig(_Strict):
             )
         if len(set(names)) != len(names):
             raise ValueError(f"variants: names must be unique, got {names}")
+        # Every step's own rules and its reference rows, before any model trains (a step that
+        # needs rows the config does not hold used to fail after the whole population trained).
+        for variant in self.variants:
+            for i, step in enumerate(variant.steps):
+                where = f"variants.{variant.name}.steps.{i} ({step.method})"
+                need = step.reference_rows_needed()
+                if need > self.data.reference_size:
+                    raise ConfigError(f"{where}: needs {need} defender reference rows, data.reference_size "
+                                      f"is {self.data.reference_size}")  # fmt: skip
         listed_targets = [] if self.targets == "all" else self.targets
         bad = [t for t in listed_targets if not 0 <= t < self.population.n_models]
         if bad:
