@@ -89,3 +89,19 @@ def test_int8_onnx_that_cannot_carry_output_steps_is_refused_before_work(
                  "--out", str(tmp_path / "i")]) == 2  # fmt: skip
     assert "--onnx-int8: the int8 graph cannot carry the output steps" in capsys.readouterr().err
     assert not (tmp_path / "i").exists()
+
+
+def test_defend_uses_the_rows_the_checkpoint_records(
+    ck: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["defend", str(ck), "--steps", "[{method: ptq, quant: {weight_bits: 4}}]",
+                 "--out", str(tmp_path / "d")]) == 0  # fmt: skip
+    printed = _json(capsys)
+    assert (printed["train_rows"], printed["train_rows_seed"]) == (
+        300,
+        1,
+    )  # ck: --train-size 300 --seed 1
+    assert main(["defend", str(ck), "--steps", "[{method: ptq, quant: {weight_bits: 4}}]", "--train-size", "200",
+                 "--out", str(tmp_path / "e")]) == 2  # fmt: skip
+    assert "--train-size 200:" in capsys.readouterr().err and not (tmp_path / "e").exists()

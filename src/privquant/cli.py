@@ -163,7 +163,7 @@ def _checkpoint_dataset(meta: dict, override: str | None) -> str:
 def _owner_rows(args: argparse.Namespace, ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training rows (the seeded subset `privquant train` used), reference rows, and the rest."""
     n = min(args.train_size or len(ds.y_train), len(ds.y_train))
-    perm = np.random.default_rng(args.seed).permutation(len(ds.y_train))
+    perm = np.random.default_rng(getattr(args, "rows_seed", args.seed)).permutation(len(ds.y_train))
     rows = np.sort(perm[:n])
     ref = np.sort(perm[n : n + args.reference_size])
     if args.reference_size and len(ref) < args.reference_size:
@@ -171,6 +171,25 @@ def _owner_rows(args: argparse.Namespace, ds: Dataset) -> tuple[np.ndarray, np.n
             f"--reference-size: only {len(ref)} rows of {ds.name} are left after {n} training rows"
         )
     return rows, ref, perm[n + len(ref) :]
+
+
+def _rows_from_record(args: argparse.Namespace, meta: dict) -> None:
+    """The training rows a checkpoint records (train_size, the rows' seed) unless the flags say
+    otherwise; a --train-size that contradicts the record is refused (it would audit and
+    fine-tune on rows the model never trained on)."""
+    recorded = meta.get("train") if isinstance(meta.get("train"), dict) else {}
+    rec_n, rec_seed = recorded.get("train_size"), recorded.get("train_rows_seed")
+    if args.train_size is None:
+        args.train_size = int(rec_n) if isinstance(rec_n, int) else 0
+    elif isinstance(rec_n, int) and args.train_size not in (0, rec_n):
+        raise ConfigError(f"--train-size {args.train_size}: {args.checkpoint} was trained on {rec_n} rows "
+                          "(its meta.json); omit the flag to use them")  # fmt: skip
+    elif args.train_size == 0 and isinstance(rec_n, int):
+        args.train_size = rec_n
+    # The rows are the ones training drew; --seed then seeds only what the defense draws.
+    args.rows_seed = int(rec_seed) if isinstance(rec_seed, int) else (args.seed or 0)
+    if args.seed is None:
+        args.seed = args.rows_seed
 
 
 def _owner_context(args: argparse.Namespace, meta: dict, ds: Dataset) -> DefenseContext:
@@ -244,6 +263,7 @@ def _deploy_checkpoint(args: argparse.Namespace, variant: VariantConfig) -> int:
         )
     out = _export_folder(Path(args.out), Path(args.checkpoint))
     model, meta = load_checkpoint(args.checkpoint)
+    _rows_from_record(args, meta)
     ds = load_dataset(_checkpoint_dataset(meta, args.data))
     ctx = _owner_context(args, meta, ds)
     start = time.perf_counter()
@@ -265,6 +285,7 @@ def _deploy_checkpoint(args: argparse.Namespace, variant: VariantConfig) -> int:
     test = evaluate(served, ds.x_test, ds.y_test)
     summary = {"steps": [s.model_dump(mode="json") for s in variant.steps], "dataset": ds.name,
                "test_accuracy": test["accuracy"], "seconds": seconds, "size": size,
+               "train_rows": int(len(ctx.x)), "train_rows_seed": args.rows_seed,
                "out": str(out.resolve())}  # fmt: skip
     if args.onnx:
         from privquant.quant.onnx_export import export_onnx
@@ -534,8 +555,8 @@ def _owner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--train-size",
         type=_count,
-        default=0,
-        help="the seeded N training rows (as in `train`; 0: all)",
+        default=None,
+        help="the seeded N training rows (default: what the checkpoint records; 0: all)",
     )
     p.add_argument("--reference-size", type=_count, default=0,
                    help="defender reference rows, drawn from the rows not trained on")  # fmt: skip
@@ -543,7 +564,8 @@ def _owner_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=0.001,
                    help="fine-tuning learning rate (peak of the one-cycle schedule)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the defense's own draws (default: the checkpoint's row seed)")  # fmt: skip
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (QDQ)")
     p.add_argument(
         "--onnx-int8", action="store_true",
