@@ -327,3 +327,37 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(
     assert err.startswith("privquant: error: OSError") and "No space left on device" in err
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # no half-written file
     assert not (out / "model.safetensors").exists()
+
+
+def test_more_bad_inputs_are_one_line_naming_the_flag_or_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json as _json
+
+    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "0"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "privquant: error: --epochs: Input should be greater than or equal to 1 (got 0)"
+    )
+    ck = tmp_path / "ck"
+    assert (
+        main(["train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--out", str(ck)])
+        == 0
+    )
+    capsys.readouterr()
+    (ck / "meta.json").write_text(_json.dumps([1, 2]))
+    assert main(["eval", str(ck), "--data", "digits"]) == 2
+    assert "meta.json: expected a JSON object, got list" in capsys.readouterr().err
+    q = tmp_path / "q"
+    (q).mkdir()
+    (q / "manifest.json").write_text('{"model": {"name": ')
+    (q / "quantized.safetensors").write_bytes(b"")
+    assert main(["eval", str(q), "--data", "digits"]) == 2
+    assert "manifest.json: not valid JSON" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["quantize", str(ck), "--method", "calibrate", "--out", str(tmp_path / "c")])
+    assert "invalid choice: 'calibrate'" in capsys.readouterr().err
+    from privquant.errors import ConfigError
+    from privquant.pipeline import load_config
+
+    with pytest.raises(ConfigError, match="seed: Input should be greater than or equal to 0"):
+        load_config({"seed": -1, "data": {"name": "digits"}, "model": {"name": "mlp"}})

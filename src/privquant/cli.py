@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import ValidationError
 
 import privquant
 from privquant.errors import ConfigError, PrivquantError
@@ -575,7 +576,7 @@ def _owner_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from privquant.defenses import defense_names
+    from privquant.defenses import defense_names, get_defense
     from privquant.models import model_names
 
     p = argparse.ArgumentParser(
@@ -659,7 +660,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "checkpoint", help="folder with model.safetensors + meta.json (from `privquant train`)"
     )
-    q.add_argument("--method", default="ptq", choices=defense_names("transform"))
+    # Only the methods these flags configure fully (calibrate needs candidate chains: use defend --steps).
+    quantizers = [m for m in defense_names("transform") if {"quant"} <= set(get_defense(m).config.model_fields)
+                  and not {f for f, i in get_defense(m).config.model_fields.items() if i.is_required()} - {"quant"}]  # fmt: skip
+    q.add_argument("--method", default="ptq", choices=quantizers)
     _bits_argument(q, "weight bits")
     q.add_argument(
         "--act-bits", type=int, default=None, help="activation bits (default: weights only)"
@@ -765,6 +769,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except BrokenPipeError:  # `privquant compare ... | head -1`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except ValidationError as e:  # a flag's value failed a config model's rule: name the flag
+        if args.debug:
+            raise
+        for err in e.errors():
+            flag = "--" + str(err["loc"][-1]).replace("_", "-") if err["loc"] else "input"
+            print(
+                f"privquant: error: {flag}: {err['msg']} (got {err.get('input')!r})",
+                file=sys.stderr,
+            )
+        return 2
     except PrivquantError as e:
         if args.debug:
             raise

@@ -45,8 +45,10 @@ def load_checkpoint(
             )
     try:
         meta = json.loads((folder / META).read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PrivquantError(f"{folder / META}: invalid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise PrivquantError(f"{folder / META}: expected a JSON object, got {type(meta).__name__}")
     if model is None:
         from privquant.models import model_from_spec
 

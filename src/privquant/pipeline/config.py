@@ -97,7 +97,7 @@ class PopulationConfig(_Strict):
 
 class AuditConfig(_Strict):
     name: str = Field("audit", min_length=1, max_length=200, **_stage("report"))
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="every draw of the audit derives from it")
     plugins: list[str] = Field(
         default_factory=list,
         description="Python files imported before validation (e.g. to register_model a user "

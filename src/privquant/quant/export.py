@@ -131,7 +131,16 @@ def load_quantized(folder: str | os.PathLike[str]) -> tuple[nn.Module, dict[str,
             raise PrivquantError(
                 f"{folder / f}: missing; expected an export folder with {TENSORS} and {MANIFEST}"
             )
-    manifest = json.loads((folder / MANIFEST).read_text())
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PrivquantError(
+            f"{folder / MANIFEST}: not valid JSON ({e}); re-export the model"
+        ) from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("layers", {}), dict):
+        raise PrivquantError(
+            f"{folder / MANIFEST}: expected a JSON object with 'model' and 'layers'"
+        )
     spec = manifest.get("model")
     if not spec:
         raise PrivquantError(
