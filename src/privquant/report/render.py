@@ -461,6 +461,11 @@ def render_report(
         run_dir = run_dir or (path if path.is_dir() else path.parent)
         results = AuditResults.load(path)
     run_dir = Path(run_dir or ".")
+    if "fp32" not in results.variants:
+        from privquant.errors import PrivquantError
+
+        raise PrivquantError(f"results: the report compares every variant with 'fp32', and these results have "
+                             f"only {sorted(results.variants)}; audit an fp32 variant beside them")  # fmt: skip
     headline = results.headline_attack()
     pngs = {f"ROC (log-log): {a}": plots.roc_figure(results, a) for a in results.attack_names}
     pngs[f"Score histograms: {headline}"] = plots.histogram_figure(results, headline)
