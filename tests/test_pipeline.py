@@ -524,3 +524,23 @@ def test_too_few_shadows_are_refused_before_any_training(
     with pytest.raises(SystemExit):
         main(["defend", "ck", "--bits", "4", "--audit", "--audit-shadows", "1", "--out", "o"])
     assert "--audit-shadows: must be at least 2, got 1" in capsys.readouterr().err
+
+
+def test_model_options_and_teacher_counts_that_cannot_work_name_their_field() -> None:
+    import numpy as np
+
+    from privquant.defenses import DefenseContext, train_model
+    from privquant.defenses.distillation import SplitDistill
+    from privquant.population import model_factory
+
+    with pytest.raises(
+        ConfigError, match=r"model.options: mlp cannot be built with \{'hidden': \[-3\]\}"
+    ):
+        model_factory("mlp", 10, {"hidden": [-3]})(np.zeros((2, 1, 8, 8), np.uint8))
+    ctx = DefenseContext(x=np.zeros((3, 1, 8, 8), np.uint8), y=np.array([0, 1, 2]), x_reference=None,
+                         y_reference=None, num_classes=10, train=TrainConfig(epochs=1), seed=0,
+                         model_fn=model_factory("mlp", 10, {}))  # fmt: skip
+    with pytest.raises(
+        ConfigError, match="split_distill: 8 teachers need at least as many members, got 3"
+    ):
+        train_model(SplitDistill(teachers=8), ctx)

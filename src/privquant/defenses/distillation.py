@@ -74,6 +74,10 @@ def assign_exclusions(
         raise ConfigError(
             f"exclusions: must be in 1..{teachers - 1} (teachers - 1), got {exclusions}"
         )
+    if n < teachers:
+        raise ConfigError(
+            f"split_distill: {teachers} teachers need at least as many members, got {n}"
+        )
     excluded = np.zeros((teachers, n), dtype=bool)
     # Round-robin over a random order keeps the teachers' shares equal to within one point.
     order = rng.permutation(n)

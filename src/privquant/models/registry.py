@@ -143,6 +143,8 @@ def build_model(
         net = entry.build(shape, int(num_classes), **options)
     except TypeError as e:  # an option the builder does not take
         raise ConfigError(f"model.options: {name} rejected {sorted(options)} ({e})") from e
+    except (ValueError, RuntimeError) as e:  # a value it cannot build with (e.g. a negative width)
+        raise ConfigError(f"model.options: {name} cannot be built with {options} ({e})") from e
     n_norm = shape[0]  # channels for images, features for tables
     mean = list(mean) if mean is not None else [0.0] * n_norm
     std = list(std) if std is not None else [1.0] * n_norm
