@@ -121,8 +121,13 @@ def export_quantized(model: nn.Module, folder: str | os.PathLike[str]) -> dict[s
     return manifest
 
 
-def load_quantized(folder: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the fake-quant model from an export (weights are decoded from the integers)."""
+def load_quantized(
+    folder: str | os.PathLike[str], model: nn.Module | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the fake-quant model from an export (weights are decoded from the integers).
+
+    ``model``: a fresh instance of the architecture, for a model privquant's registry does not
+    know (a user's own ``nn.Module``); its quantized layers are replaced in place."""
     from privquant.models import model_from_spec
 
     folder = Path(folder)
@@ -142,11 +147,13 @@ def load_quantized(folder: str | os.PathLike[str]) -> tuple[nn.Module, dict[str,
             f"{folder / MANIFEST}: expected a JSON object with 'model' and 'layers'"
         )
     spec = manifest.get("model")
-    if not spec:
+    if model is None and not spec:
         raise PrivquantError(
-            f"{folder / MANIFEST}: no model spec; load the tensors into your own model"
+            f"{folder / MANIFEST}: no model spec (a model outside privquant's registry); pass a "
+            "fresh instance of its architecture: load_quantized(folder, model=MyNet())"
         )
-    model = model_from_spec(spec)
+    if model is None:
+        model = model_from_spec(spec)
     if manifest.get("bn_folded"):
         model, _ = fold_batchnorm(model.eval())
     try:
@@ -156,7 +163,13 @@ def load_quantized(folder: str | os.PathLike[str]) -> tuple[nn.Module, dict[str,
     from privquant.quant.apply import _set_module
 
     for name, info in manifest["layers"].items():
-        layer = model.get_submodule(name)
+        try:
+            layer = model.get_submodule(name)
+        except AttributeError:
+            raise PrivquantError(
+                f"{folder / MANIFEST}: layer {name!r} is not in the given model; pass "
+                "the architecture the export was made from"
+            ) from None
         shape = info["shape"]
         codes = unpack(tensors[f"{name}.qweight"], info["storage_bits"], math.prod(shape)).astype(
             np.int64
@@ -181,7 +194,8 @@ def load_quantized(folder: str | os.PathLike[str]) -> tuple[nn.Module, dict[str,
         )
     for name, info in manifest["layers"].items():
         model.get_submodule(name).act_enabled = info["act_bits"] is not None
-    model.privquant_spec = spec  # type: ignore[attr-defined]
+    if spec:
+        model.privquant_spec = spec  # type: ignore[attr-defined]
     from privquant.defenses.serving import apply_saved_outputs
 
     return apply_saved_outputs(model.eval(), folder), manifest
