@@ -361,3 +361,19 @@ def test_more_bad_inputs_are_one_line_naming_the_flag_or_file(
 
     with pytest.raises(ConfigError, match="seed: Input should be greater than or equal to 0"):
         load_config({"seed": -1, "data": {"name": "digits"}, "model": {"name": "mlp"}})
+
+
+def test_cli_defaults_are_the_config_defaults() -> None:
+    """Flags that set a config field take its default, choices and help from the field."""
+    import argparse
+
+    from privquant.cli import CONFIG_FLAGS, build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    covered = {(prog.split()[-1], flag) for prog, flag, _, _ in CONFIG_FLAGS}
+    assert {("train", "--epochs"), ("train", "--lr"), ("train", "--augment"), ("signals", "--models"),
+            ("signals", "--pool"), ("signals", "--epochs"), ("signals", "--queries")} <= covered  # fmt: skip
+    for prog, flag, model, field in CONFIG_FLAGS:
+        action = next(a for a in commands[prog.split()[-1]]._actions if flag in a.option_strings)
+        assert action.default == model.model_fields[field].default, (prog, flag)

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -44,6 +44,29 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
         for k, v in info.items():
             print(f"{k:>12}: {v}")
     return 0
+
+
+def _from_field(
+    parser: argparse.ArgumentParser, flag: str, model: type, name: str, **kw: Any
+) -> None:
+    """A flag whose default, choices and help come from a config field, so they never drift."""
+    import typing
+
+    info = model.model_fields[name]
+    options: dict[str, Any] = {"default": info.default, "help": info.description}
+    args = typing.get_args(info.annotation)
+    if typing.get_origin(info.annotation) is typing.Literal:
+        options["choices"] = list(args)
+    elif info.annotation in (int, float, str):
+        options["type"] = info.annotation
+    options.update(kw)
+    parser.add_argument(flag, **options)
+    CONFIG_FLAGS.append((parser.prog, flag, model, name))
+
+
+CONFIG_FLAGS: list[
+    tuple[str, str, type, str]
+] = []  # (command, flag, config model, field): tests read it
 
 
 def _at_least(low: int) -> Callable[[str], int]:
@@ -578,6 +601,10 @@ def _owner_arguments(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from privquant.defenses import defense_names, get_defense
     from privquant.models import model_names
+    from privquant.pipeline.config import DataConfig, PopulationConfig
+    from privquant.training import TrainConfig
+
+    CONFIG_FLAGS.clear()
 
     p = argparse.ArgumentParser(
         prog="privquant",
@@ -605,12 +632,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one model and print its accuracy")
     t.add_argument("--data", default="fashion-mnist")
     t.add_argument("--model", default="small_cnn", choices=model_names())
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--lr", type=float, default=0.05)
-    t.add_argument("--batch-size", type=int, default=256)
-    t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    t.add_argument("--augment", default="none", choices=["none", "flip", "crop", "crop+flip"])
-    t.add_argument("--label-smoothing", type=float, default=0.0)
+    for flag, name in (("--epochs", "epochs"), ("--lr", "lr"), ("--batch-size", "batch_size"),
+                       ("--optimizer", "optimizer"), ("--augment", "augment"),
+                       ("--label-smoothing", "label_smoothing")):  # fmt: skip
+        _from_field(t, flag, TrainConfig, name)
     t.add_argument(
         "--train-size", type=_count, default=0, help="a seeded random N training rows (0: all)"
     )
@@ -640,15 +665,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--data", default="fashion-mnist")
     s.add_argument("--model", default="small_cnn", choices=model_names())
-    s.add_argument("--models", type=int, default=8, help="number of models (target + shadows)")
-    s.add_argument("--pool", type=int, default=10000, help="population pool size")
-    s.add_argument("--epochs", type=int, default=10)
-    s.add_argument("--lr", type=float, default=0.05)
-    s.add_argument("--batch-size", type=int, default=256)
-    s.add_argument("--augment", default="none", choices=["none", "flip", "crop", "crop+flip"])
-    s.add_argument("--queries", type=int, default=2, choices=range(1, 19), metavar="1..18",
-                   help="query views per point (original, flip, shifts of both)")  # fmt: skip
-    s.add_argument("--query-shift", type=int, default=1, help="pixels per shift of the query views")
+    _from_field(s, "--models", PopulationConfig, "n_models")
+    _from_field(s, "--pool", DataConfig, "pool_size")
+    for flag, name in (("--epochs", "epochs"), ("--lr", "lr"), ("--batch-size", "batch_size"),
+                       ("--augment", "augment")):  # fmt: skip
+        _from_field(s, flag, TrainConfig, name)
+    _from_field(s, "--queries", PopulationConfig, "queries", choices=range(1, 19), metavar="1..18")
+    _from_field(s, "--query-shift", PopulationConfig, "query_shift")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--cache", default="runs/cache", help="trained-model cache folder")
     s.add_argument("--out", required=True, help="signals .npz to write")
