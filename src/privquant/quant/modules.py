@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,7 +46,9 @@ class QuantLayer(nn.Module):
         self.register_buffer("act_zero", torch.tensor(0.0))
         self.act_enabled = False  # switched on once activation ranges are calibrated
         self.alpha: nn.Parameter | None = None
-        self.onnx_mode = False  # set while exporting: forward uses QDQ-exportable ops
+        # Set by an exporter while it traces (the layer does not know its exporters): a forward
+        # in ops the target format can express, e.g. ONNX QDQ.
+        self.export_forward: Callable[[QuantLayer, torch.Tensor], torch.Tensor] | None = None
 
     @property
     def per_channel(self) -> bool:
@@ -65,10 +69,8 @@ class QuantLayer(nn.Module):
         return fake_quant(x, self.act_scale, self.act_zero, 0, qmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.onnx_mode:
-            from privquant.quant.onnx_export import onnx_forward
-
-            return onnx_forward(self, x)
+        if self.export_forward is not None:
+            return self.export_forward(self, x)
         x = self.quantize_input(x)
         w = self.quantized_weight()
         bias = self.layer.bias

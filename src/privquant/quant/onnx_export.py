@@ -32,12 +32,12 @@ def _onnx_mode(model: nn.Module) -> Iterator[None]:
             raise PrivquantError(
                 f"ONNX export supports 8-bit activations only, got act_bits={layer.act_bits}"
             )
-        layer.onnx_mode = True
+        layer.export_forward = onnx_forward
     try:
         yield
     finally:
         for layer in layers:
-            layer.onnx_mode = False
+            layer.export_forward = None
 
 
 def onnx_forward(layer: QuantLayer, x: torch.Tensor) -> torch.Tensor:
