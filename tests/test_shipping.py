@@ -105,3 +105,37 @@ def test_defend_uses_the_rows_the_checkpoint_records(
     assert main(["defend", str(ck), "--steps", "[{method: ptq, quant: {weight_bits: 4}}]", "--train-size", "200",
                  "--out", str(tmp_path / "e")]) == 2  # fmt: skip
     assert "--train-size 200:" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+PLUGIN = """
+from torch import nn
+from privquant.models import register_model
+
+
+@register_model("shipping_user_mlp", images_only=False)
+def shipping_user_mlp(shape, num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, num_classes))
+"""
+
+
+def test_defend_a_users_own_model_and_data_from_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ds = load_dataset("digits")
+    np.savez(
+        tmp_path / "mine.npz",
+        x_train=ds.x_train,
+        y_train=ds.y_train,
+        x_test=ds.x_test,
+        y_test=ds.y_test,
+    )
+    (tmp_path / "my_model.py").write_text(PLUGIN)
+    capsys.readouterr()
+    assert main(["defend", "--data", f"npz:{tmp_path / 'mine.npz'}", "--plugin", str(tmp_path / "my_model.py"),
+                 "--model", "shipping_user_mlp", "--train-config", "{epochs: 20, batch_size: 32, optimizer: adam, lr: 0.003}",
+                 "--train-size", "500", "--bits", "4", "--out", str(tmp_path / "o")]) == 0  # fmt: skip
+    printed = _json(capsys)
+    loaded, _ = load_quantized(tmp_path / "o")  # the plugin registered the architecture
+    x_test = load_dataset(f"npz:{tmp_path / 'mine.npz'}").x_test
+    acc = float((predict_logits(loaded, x_test).argmax(1) == ds.y_test).mean())
+    assert acc == pytest.approx(printed["test_accuracy"]) and acc > 0.5

@@ -404,16 +404,65 @@ def _cmd_defend(args: argparse.Namespace) -> int:
 
     from privquant.defenses.recipes import default_recipe
 
-    if args.steps is None:
-        return _deploy_checkpoint(args, _variant("defended", default_recipe(args.bits)))
-    text = Path(args.steps).read_text() if Path(args.steps).is_file() else args.steps
-    try:
-        steps = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise PrivquantError(f"--steps: not valid YAML ({e})") from e
-    if isinstance(steps, dict):
-        steps = [steps]
+    steps: object = default_recipe(args.bits)
+    if args.steps is not None:
+        text = Path(args.steps).read_text() if Path(args.steps).is_file() else args.steps
+        try:
+            steps = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise PrivquantError(f"--steps: not valid YAML ({e})") from e
+        steps = [steps] if isinstance(steps, dict) else steps
+    if args.checkpoint is None:
+        return _defend_from_data(args, _variant("defended", steps))
     return _deploy_checkpoint(args, _variant("defended", steps))
+
+
+def _defend_from_data(args: argparse.Namespace, variant: VariantConfig) -> int:
+    """``privquant defend --data ... --model ...``: a user's own model and data, one call."""
+    import yaml
+    from pydantic import ValidationError
+
+    import privquant
+    from privquant.data import load_dataset
+    from privquant.pipeline.config import format_errors, load_plugins
+    from privquant.population import model_factory
+    from privquant.training import TrainConfig
+
+    if not args.data or not args.model:
+        raise ConfigError("defend without a checkpoint: give --data (your rows) and --model (registered, "
+                          "e.g. from --plugin)")  # fmt: skip
+    load_plugins(args.plugin, Path.cwd(), "--plugin")
+    raw = args.train_config
+    recipe = {}
+    if raw:
+        recipe = yaml.safe_load(Path(raw).read_text() if Path(raw).is_file() else raw) or {}
+        if not isinstance(recipe, dict):
+            raise ConfigError(
+                f"--train-config: expected a mapping of TrainConfig fields, got {recipe!r}"
+            )
+    try:
+        train = TrainConfig.model_validate(recipe)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e, "--train-config")) from None
+    out = _export_folder(Path(args.out), Path(args.out) / "none")
+    ds = load_dataset(args.data)
+    seed = 0 if args.seed is None else args.seed
+    n = min(args.train_size or len(ds.y_train), len(ds.y_train))
+    perm = np.random.default_rng(seed).permutation(len(ds.y_train))
+    rows, ref = np.sort(perm[:n]), np.sort(perm[n : n + args.reference_size])
+    factory = model_factory(args.model, ds.num_classes, {})
+    sample = ds.x_train[rows]
+    start = time.perf_counter()
+    deployed = privquant.defend(lambda: factory(sample), train=(ds.x_train[rows], ds.y_train[rows]),
+                                reference=(ds.x_train[ref], ds.y_train[ref]) if len(ref) else None,
+                                recipe=[s.model_dump(mode="json") for s in variant.steps], train_config=train,
+                                num_classes=ds.num_classes, seed=seed)  # fmt: skip
+    deployed.save(out, onnx=args.onnx, int8=args.onnx_int8)
+    test = deployed.evaluate(ds.x_test, ds.y_test)
+    print(json.dumps({"dataset": ds.name, "model": args.model, "steps": [s.model_dump(mode="json") for s in variant.steps],
+                      "train_rows": int(n), "test_accuracy": test["accuracy"],
+                      "seconds": time.perf_counter() - start, "out": str(out.resolve())}, indent=2))  # fmt: skip
+    return 0
 
 
 def _variant(name: str, steps: object) -> VariantConfig:
@@ -706,7 +755,17 @@ def build_parser() -> argparse.ArgumentParser:
     df = sub.add_parser(
         "defend", help="apply defense steps (any registered methods) to a checkpoint and export it"
     )
-    df.add_argument("checkpoint", help="folder with model.safetensors + meta.json")
+    df.add_argument("checkpoint", nargs="?", default=None,
+                    help="folder with model.safetensors + meta.json; omit it to train your own model on --data "
+                    "(npz:PATH, csv:PATH, folder:PATH or a built-in name) with --model from --plugin")  # fmt: skip
+    df.add_argument("--plugin", action="append", default=[],
+                    help="Python file that registers --model (@register_model), imported first; repeatable")  # fmt: skip
+    df.add_argument(
+        "--model", help="without a checkpoint: the registered model to train and defend"
+    )
+    df.add_argument("--train-config", default=None,
+                    help="without a checkpoint: the training recipe as YAML (a TrainConfig mapping, or a file "
+                    "holding one), e.g. '{epochs: 20, lr: 0.05}'; default: TrainConfig's defaults")  # fmt: skip
     _bits_argument(
         q=df,
         help_text="weight bits of the default recipe (split distillation + QAT on the student's outputs)",
