@@ -72,5 +72,7 @@ def test_recipes_and_inputs_are_checked_before_training(digits) -> None:  # noqa
         privquant.defend(UserNet, train=(x, y[:40]))
     with pytest.raises(ConfigError, match="needs 1 defender reference rows, got 0"):
         privquant.defend(UserNet, train=(x, y), recipe=[{"method": "reference_distill"}])
+    with pytest.raises(ConfigError, match="num_classes: 5, but the labels reach 9"):
+        privquant.defend(UserNet, train=(x, y), num_classes=5)
     with pytest.raises(ConfigError, match="recipe: 'default' or a list of steps"):
         privquant.defend(UserNet, train=(x, y), recipe="strong")

@@ -157,7 +157,12 @@ def defend(
     have = 0 if ref is None else len(ref[0])
     if need > have:
         raise ConfigError(f"reference: the recipe needs {need} defender reference rows, got {have}")
-    n_classes = num_classes or int(max(y.max(), 0 if ref is None else ref[1].max())) + 1
+    top = int(max(y.max(), 0 if ref is None else ref[1].max()))
+    n_classes = num_classes or top + 1
+    if top >= n_classes:
+        raise ConfigError(
+            f"num_classes: {n_classes}, but the labels reach {top}; labels must lie in 0..{n_classes - 1}"
+        )
     cfg = train_config or TrainConfig()
     deployed = DeployedModel(
         nn.Identity(), nn.Identity(), variant, (x, y), ref, model_fn, cfg, seed, n_classes
