@@ -284,11 +284,16 @@ def _preflight(config: AuditConfig, ds: Dataset) -> AuditConfig:
                     layer_bits_map(model, quant)
                 except ConfigError as e:
                     raise ConfigError(f"variants.{variant.name}.steps.{i}.quant.{e}") from None
-    sample = torch.as_tensor(ds.x_train[:64])
-    x = sample.float().div_(255.0) if sample.dtype == torch.uint8 else sample.float()
-    train = resolve_train_config(config.train, model, x, torch.as_tensor(ds.y_train[:64]),
-                                 config.model.name)  # fmt: skip
+    train = resolve_train_config(config.train, model, *_timing_sample(ds), config.model.name)
     return config.model_copy(update={"train": train})
+
+
+def _timing_sample(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """A few training rows as the model sees them, to time its training step on."""
+    x = torch.as_tensor(ds.x_train[:64])
+    return (x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()), torch.as_tensor(
+        ds.y_train[:64]
+    )
 
 
 def _build_executor(config: AuditConfig, ds: Dataset) -> tuple[Executor, dict[str, Any]]:
@@ -301,11 +306,7 @@ def _build_executor(config: AuditConfig, ds: Dataset) -> tuple[Executor, dict[st
         n = ex.workers if ex.kind == "local" else None
         return ex.build(), {"workers": n, "source": "configured"}
     model = model_factory(config.model.name, ds.num_classes, config.model.options)(ds.x_train[:2])
-    sample = torch.as_tensor(ds.x_train[:64])
-    x = sample.float().div_(255.0) if sample.dtype == torch.uint8 else sample.float()
-    choice = choose_workers(
-        config.train, model, x, torch.as_tensor(ds.y_train[:64]), config.model.name
-    )
+    choice = choose_workers(config.train, model, *_timing_sample(ds), config.model.name)
     return ex.build(workers=choice.workers), choice.to_dict()
 
 
