@@ -34,14 +34,15 @@ def readme_namespace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     )
     return {"my_model": model, "MyNet": lambda: build_model("mlp", [1, 8, 8], 10, hidden=(64,)), "model": model,
             "x_members": xm, "y_members": ym, "x_nonmembers": xn, "y_nonmembers": yn, "x_train": xm,
-            "x_test": ds.x_test, "y_test": ds.y_test}  # fmt: skip
+            "y_train": ym, "x_out": xn, "y_out": yn, "x_test": ds.x_test, "y_test": ds.y_test}  # fmt: skip
 
 
 def test_readme_has_the_snippets_this_test_runs() -> None:
     blocks = readme_python_blocks()
-    assert len(blocks) == 3
+    assert len(blocks) == 4
+    assert "privquant.defend(" in blocks[0]  # the README leads with the one-call defense
     assert (
-        "audit_model(" in blocks[0] and "register_defense" in blocks[1] and "quantize(" in blocks[2]
+        "audit_model(" in blocks[1] and "register_defense" in blocks[2] and "quantize(" in blocks[3]
     )
 
 
@@ -56,9 +57,9 @@ def test_readme_snippets_run(readme_namespace: dict, capsys: pytest.CaptureFixtu
     finally:
         DEFENSES.pop("weight_noise", None)
     out = capsys.readouterr().out.split()
-    tpr, size, bits = float(out[0]), int(out[1]), float(out[2])
-    assert 0 <= tpr <= 1 and size > 0 and 4 <= bits <= 8
-    assert (Path("runs/q4") / "manifest.json").is_file()
+    accuracy, tpr, size, bits = float(out[0]), float(out[1]), int(out[2]), float(out[3])
+    assert 0 <= accuracy <= 1 and 0 <= tpr <= 1 and size > 0 and 4 <= bits <= 8
+    assert (Path("runs/q4") / "manifest.json").is_file() and (Path("ship") / "model.onnx").is_file()
 
 
 @pytest.mark.slow

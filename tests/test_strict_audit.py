@@ -143,7 +143,12 @@ def test_canaries_leak_far_more_than_the_population_on_a_memorizing_model(tmp_pa
     # 6 targets x ~40 OUT canaries: 1% FPR rests on ~2.4 expected false positives.
     assert not lira["canaries"].tpr["tpr@1%fpr"].resolved and lira["rest"].tpr["tpr@1%fpr"].resolved
     md = (tmp_path / "run" / "report.md").read_text()
-    first = next(line for line in md.splitlines() if line.startswith("> "))
+    first = next(
+        line for line in md.splitlines() if line.startswith("> ") and "Warning" not in line
+    )
+    assert (
+        "> **Warning:** lira_online_fixed_var with 6 models" in md
+    )  # few references: flagged first
     assert "Worst case (canaries, pooled over 6 targets)" in first and "[" in first
     assert "Not resolved" in md  # the verdict names what it could not use
 

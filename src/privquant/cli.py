@@ -733,8 +733,8 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint", help="folder with model.safetensors + meta.json (from `privquant train`)"
     )
     # Only the methods these flags configure fully (calibrate needs candidate chains: use defend --steps).
-    quantizers = [m for m in defense_names("transform") if {"quant"} <= set(get_defense(m).config.model_fields)
-                  and not {f for f, i in get_defense(m).config.model_fields.items() if i.is_required()} - {"quant"}]  # fmt: skip
+    quantizers = [m for m in defense_names("transform")
+                  if not {f for f, i in get_defense(m).config.model_fields.items() if i.is_required()} - {"quant"}]  # fmt: skip
     q.add_argument("--method", default="ptq", choices=quantizers)
     _bits_argument(q, "weight bits")
     q.add_argument(

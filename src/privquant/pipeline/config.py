@@ -241,10 +241,12 @@ def format_errors(e: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid configuration"]
     for err in e.errors():
         raised = (err.get("ctx") or {}).get("error")
-        if isinstance(raised, ConfigError):  # privquant's own message already names the field
-            lines.extend("  " + line for line in str(raised).splitlines())
-            continue
         loc = format_location(err["loc"]) or "(top level)"
+        if isinstance(raised, ConfigError):  # privquant's own message: no pydantic prefix or dump
+            text = str(raised)
+            named = not err["loc"] or text.startswith(str(err["loc"][0]))  # already the full path
+            lines.extend("  " + line for line in (text if named else f"{loc}: {text}").splitlines())
+            continue
         lines.append(
             f"  {loc}: {err['msg']}"
             + (f" (got {err['input']!r})" if err["type"] != "missing" else "")

@@ -25,6 +25,7 @@ from privquant.training.precision import (
     Candidate,
     cache_path,
     machine_identity,
+    machine_lock,
     model_signature,
     read_cache,
     time_candidate,
@@ -103,6 +104,14 @@ def choose_workers(
                                      candidate.name, cores]).encode()).hexdigest()  # fmt: skip
     if key in CHOICES:
         return CHOICES[key]
+    with machine_lock(cache_path()):
+        choice = _cached_or_measured(key, model, xb, yb, candidate, counts, cores, name)
+    CHOICES[key] = choice
+    return choice
+
+
+def _cached_or_measured(key: str, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, candidate: Candidate,
+                        counts: list[int], cores: int, name: str) -> WorkersChoice:  # fmt: skip
     cached = read_cache(cache_path()).get(key)
     if isinstance(cached, dict) and isinstance(cached.get("workers"), int):
         choice = WorkersChoice(cached["workers"], max(1, cores // cached["workers"]), "cached",
@@ -117,7 +126,6 @@ def choose_workers(
         choice = WorkersChoice(best, max(1, cores // best), "measured", timings)
         write_cache(cache_path(), key, {"workers": best, "images_per_second": timings,
                                          "model": name})  # fmt: skip
-    CHOICES[key] = choice
     return choice
 
 

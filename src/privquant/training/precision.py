@@ -10,12 +10,14 @@ model and batch shape. The flag-based default is kept unless another candidate i
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -136,6 +138,25 @@ def time_candidate(
     return steps * len(x) / (time.perf_counter() - start)
 
 
+@contextlib.contextmanager
+def machine_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock beside the machine cache (held while one process measures)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_suffix(".lock"), "a+")  # noqa: SIM115 (held for the block)
+    except OSError:  # a read-only home: no sharing, each process decides for itself
+        yield
+        return
+    with handle:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except (ImportError, OSError):  # no flock here (e.g. Windows): decide without it
+            pass
+        yield
+
+
 def read_cache(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -181,23 +202,28 @@ def choose_precision(
     if key in CHOICES:
         return CHOICES[key]
     path = cache_path()
-    cached = read_cache(path).get(key)
-    if isinstance(cached, dict) and cached.get("precision") in ("bf16", "fp32"):
-        choice = PrecisionChoice(cached["precision"], bool(cached.get("channels_last")), "cached",
-                                 dict(cached.get("images_per_second", {})), name)  # fmt: skip
-        CHOICES[key] = choice
-        return choice
-    # The measurement must not move the global generators that seed training.
-    with torch.random.fork_rng(devices=[]):
-        speeds = {c: time_candidate(model, xb, yb, c, SECONDS_PER_CANDIDATE) for c in todo}
-    fastest = max(speeds, key=speeds.__getitem__)
-    default = default_candidate(is_image)
-    if default in speeds and speeds[default] * (1 + MARGIN) >= speeds[fastest]:
-        fastest = default
-    timings = {c.name: round(s, 1) for c, s in speeds.items()}
-    choice = PrecisionChoice(fastest.precision, fastest.channels_last, "measured", timings, name)
-    write_cache(path, key, {"precision": choice.precision, "channels_last": choice.channels_last,
-                             "images_per_second": timings, "model": name})  # fmt: skip
+    # One decision per machine: processes that need it at once (workers, Ray tasks) wait for the
+    # first to measure and then read its choice, so every model of a run trains alike.
+    with machine_lock(path):
+        cached = read_cache(path).get(key)
+        if isinstance(cached, dict) and cached.get("precision") in ("bf16", "fp32"):
+            choice = PrecisionChoice(cached["precision"], bool(cached.get("channels_last")), "cached",
+                                     dict(cached.get("images_per_second", {})), name)  # fmt: skip
+            CHOICES[key] = choice
+            return choice
+        # The measurement must not move the global generators that seed training.
+        with torch.random.fork_rng(devices=[]):
+            speeds = {c: time_candidate(model, xb, yb, c, SECONDS_PER_CANDIDATE) for c in todo}
+        fastest = max(speeds, key=speeds.__getitem__)
+        default = default_candidate(is_image)
+        if default in speeds and speeds[default] * (1 + MARGIN) >= speeds[fastest]:
+            fastest = default
+        timings = {c.name: round(s, 1) for c, s in speeds.items()}
+        choice = PrecisionChoice(
+            fastest.precision, fastest.channels_last, "measured", timings, name
+        )
+        write_cache(path, key, {"precision": choice.precision, "channels_last": choice.channels_last,
+                                 "images_per_second": timings, "model": name})  # fmt: skip
     CHOICES[key] = choice
     return choice
 
