@@ -71,7 +71,7 @@ def cache_path() -> Path:
 
 
 @lru_cache(maxsize=1)
-def machine_identity() -> dict[str, Any]:
+def _cpu_identity() -> dict[str, Any]:
     seen: set[str] = set()
     fields = {"model name": platform.processor(), "flags": ""}
     try:
@@ -85,8 +85,12 @@ def machine_identity() -> dict[str, Any]:
         pass
     cpu, flags = fields["model name"], fields["flags"]
     return {"cpu": cpu, "flags": hashlib.sha256(flags.encode()).hexdigest()[:16],
-            "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__}  # fmt: skip
+            "cores": os.cpu_count(), "torch": torch.__version__}  # fmt: skip
+
+
+def machine_identity() -> dict[str, Any]:
+    """The machine as the choice depends on it; the thread count is read now (it can change)."""
+    return {**_cpu_identity(), "threads": torch.get_num_threads()}
 
 
 def model_signature(model: nn.Module, x: torch.Tensor, batch_size: int) -> str:
