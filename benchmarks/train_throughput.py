@@ -78,6 +78,9 @@ def forward_flops(model: nn.Module, shape: tuple[int, ...]) -> float:
     return float(total)
 
 
+REPEATS = 3
+
+
 def plain_fp32_loop(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int, steps: int
 ) -> float:
@@ -106,8 +109,13 @@ def privquant_trainer(
     cfg = TrainConfig(epochs=1, batch_size=bs, augment="none", **settings)  # the plain loop's work
     model = build_model(name, (3, 32, 32), 10)
     Trainer(cfg).fit(model, x[: 3 * bs], y[: 3 * bs], progress=False)  # warm-up (and auto's choice)
-    result = Trainer(cfg).fit(model, x[: steps * bs], y[: steps * bs], progress=False)
-    return steps * bs / result.seconds, result.precision, result.channels_last
+    # Best of REPEATS: a shared host's noise between two timings of one setting reached 16%,
+    # more than the 3% the auto choice is judged by.
+    best = 0.0
+    for _ in range(REPEATS):
+        result = Trainer(cfg).fit(model, x[: steps * bs], y[: steps * bs], progress=False)
+        best = max(best, steps * bs / result.seconds)
+    return best, result.precision, result.channels_last
 
 
 def worker_throughput(name: str, x: torch.Tensor, y: torch.Tensor, bs: int) -> dict[str, float]:
@@ -153,6 +161,15 @@ def main() -> None:
                 explicit[precision + ("+channels_last" if layout else "")] = round(speed, 1)
         ours, precision, layout = privquant_trainer(name, x, y, args.batch_size, args.steps)
         best = max(explicit.values())
+        # auto against the fastest explicit setting, alternated (a process's first timings ran
+        # slower than later ones on this shared host): best of each over two rounds.
+        top = max(explicit, key=explicit.__getitem__)
+        settings = {"precision": top.split("+")[0], "channels_last": "+channels_last" in top}
+        for _ in range(2):
+            best = max(
+                best, privquant_trainer(name, x, y, args.batch_size, args.steps, **settings)[0]
+            )
+            ours = max(ours, privquant_trainer(name, x, y, args.batch_size, args.steps)[0])
         results[name] = {
             "plain_fp32_img_s": round(plain, 1),
             "privquant_img_s": round(ours, 1),
