@@ -78,3 +78,22 @@ def test_registries_refuse_a_duplicate_name_unless_asked_to_replace() -> None:
         register_defense(ptq.config, ptq.stage, replace=True)(ptq.handler)
     finally:
         DEFENSES["ptq"] = ptq
+
+
+def test_nan_scores_stop_the_attack_instead_of_reaching_a_metric() -> None:
+    import numpy as np
+
+    from privquant.attacks.run import attack_scores
+    from privquant.signals import Signals
+
+    rng = np.random.default_rng(0)
+    signals = Signals(rng.normal(size=(4, 30, 1, 3)).astype(np.float32), rng.integers(0, 3, 30),
+                      rng.random((4, 30)) < 0.5)  # fmt: skip
+    register(Attack("nan_probe", lambda s, t, r: np.full(s.n_points, np.nan), "always NaN"))
+    try:
+        with pytest.raises(
+            ConfigError, match="attack nan_probe: 30 of 30 scores against target 0 are NaN"
+        ):
+            attack_scores(signals, "nan_probe", 0)
+    finally:
+        ATTACKS.pop("nan_probe")

@@ -28,8 +28,14 @@ def attack_scores(
     """Membership scores of every pool point against ``target`` and the shadow-chosen
     thresholds (``decision``, and for shadow-calibrated attacks ``fpr@1%`` / ``fpr@0.1%``)."""
     attack = get_attack(name)
-    scores = attack.score(signals, target, references_for(signals, target), **params)
-    return np.asarray(scores, dtype=np.float64), shadow_thresholds(attack, signals, target, params)
+    scores = np.asarray(
+        attack.score(signals, target, references_for(signals, target), **params), dtype=np.float64
+    )
+    nan = int(np.isnan(scores).sum())
+    if nan:  # a NaN sorts anywhere: every metric computed from it would be silently wrong
+        raise ConfigError(f"attack {name}: {nan} of {len(scores)} scores against target {target} are NaN "
+                          f"(check attack_params.{name} and the signals)")  # fmt: skip
+    return scores, shadow_thresholds(attack, signals, target, params)
 
 
 def run_attacks(
