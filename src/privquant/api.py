@@ -149,9 +149,9 @@ def defend(
     """
     x, y = _pair(train, "train")
     ref = None if reference is None else _pair(reference, "reference")
-    steps = default_recipe(bits) if recipe == "default" else list(recipe)
     if isinstance(recipe, str) and recipe != "default":
         raise ConfigError(f"recipe: 'default' or a list of steps, got {recipe!r}")
+    steps = default_recipe(bits) if recipe == "default" else list(recipe)
     variant = VariantConfig(name="defended", steps=steps)
     need = max((s.reference_rows_needed() for s in variant.steps), default=0)
     have = 0 if ref is None else len(ref[0])

@@ -446,10 +446,9 @@ def _defend_from_data(args: argparse.Namespace, variant: VariantConfig) -> int:
         raise ConfigError(format_errors(e, "--train-config")) from None
     out = _export_folder(Path(args.out), Path(args.out) / "none")
     ds = load_dataset(args.data)
-    seed = 0 if args.seed is None else args.seed
-    n = min(args.train_size or len(ds.y_train), len(ds.y_train))
-    perm = np.random.default_rng(seed).permutation(len(ds.y_train))
-    rows, ref = np.sort(perm[:n]), np.sort(perm[n : n + args.reference_size])
+    seed = args.rows_seed = 0 if args.seed is None else args.seed
+    rows, ref, _ = _owner_rows(args, ds)
+    n = len(rows)
     factory = model_factory(args.model, ds.num_classes, {})
     sample = ds.x_train[rows]
     start = time.perf_counter()

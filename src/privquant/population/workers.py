@@ -27,6 +27,7 @@ from privquant.training.precision import (
     machine_identity,
     machine_lock,
     model_signature,
+    one_batch,
     read_cache,
     time_candidate,
     write_cache,
@@ -93,10 +94,7 @@ def choose_workers(
     counts = [n for n in range(1, cores + 1) if cores % n == 0]
     if len(counts) == 1 or (torch.cuda.is_available() and config.device != "cpu"):
         return WorkersChoice(1, cores, "configured")
-    batch = min(config.batch_size, 256)
-    reps = -(-batch // len(x))
-    xb = x.repeat(reps, *([1] * (x.dim() - 1)))[:batch].float().cpu()
-    yb = y.repeat(reps)[:batch].long().cpu()
+    xb, yb, batch = one_batch(x, y, config.batch_size)
     candidate = Candidate(
         "bf16" if config.precision == "bf16" else "fp32", config.channels_last is True
     )

@@ -93,6 +93,16 @@ def machine_identity() -> dict[str, Any]:
     return {**_cpu_identity(), "threads": torch.get_num_threads()}
 
 
+def one_batch(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The sample tiled to one training batch (at most 256 rows), on the CPU, and its size."""
+    batch = min(batch_size, 256)
+    reps = -(-batch // len(x))
+    xb = x.repeat(reps, *([1] * (x.dim() - 1)))[:batch].float().cpu()
+    return xb, y.repeat(reps)[:batch].long().cpu(), batch
+
+
 def model_signature(model: nn.Module, x: torch.Tensor, batch_size: int) -> str:
     shapes = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
     kinds = sorted({type(m).__name__ for m in model.modules()})
@@ -196,10 +206,7 @@ def choose_precision(
         layout = is_image if config.channels_last == "auto" else bool(config.channels_last)
         return PrecisionChoice(precision, layout and is_image,
                                "cuda" if device.type == "cuda" else "explicit", model=name)  # fmt: skip
-    batch = min(config.batch_size, 256)
-    reps = -(-batch // len(x))
-    xb = x.repeat(reps, *([1] * (x.dim() - 1)))[:batch].float().cpu()
-    yb = y.repeat(reps)[:batch].long().cpu()
+    xb, yb, batch = one_batch(x, y, config.batch_size)
     todo = candidates(config, is_image)
     key = hashlib.sha256(json.dumps([machine_identity(), model_signature(model, xb, batch),
                                      [c.name for c in todo]]).encode()).hexdigest()  # fmt: skip
