@@ -83,7 +83,8 @@ def _train_populations(
         key = _population_key(variant)
         if key not in populations:
             populations[key] = train_population(ds, split, config.model.name, config.train, cache, config.model.options,
-                                                defense=variant.train_step, executor=executor, progress=progress)  # fmt: skip
+                                                defense=variant.train_step, executor=executor, progress=progress,
+                                                stack=config.executor.stack_size(config.train.device))  # fmt: skip
     return populations
 
 

@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
 J = TypeVar("J")
+
+STACK_AUTO_CUDA = 32  # models trained at once on a GPU with ``stack: auto``
 R = TypeVar("R")
 
 
@@ -166,6 +168,12 @@ class ExecutorConfig(BaseModel):
         description="local: processes training and querying models at once, the cores split "
         "between them; 1: in this process; auto: measured per machine and model",
     )
+    stack: int | Literal["auto"] = Field(
+        "auto",
+        description="plain models of one architecture and recipe trained at once as one stacked "
+        f"network (torch.func); auto: up to {STACK_AUTO_CUDA} on CUDA, 1 on CPU (each model alone: "
+        "stacking measured no faster there)",
+    )
     address: str | None = Field(
         None,
         description="ray: cluster address ('auto', 'ray://head:10001'); None starts a local one",
@@ -176,12 +184,21 @@ class ExecutorConfig(BaseModel):
     num_gpus: float = Field(0.0, ge=0, description="ray: GPUs each task requests")
     max_retries: int = Field(3, ge=0, description="ray: re-runs of a task whose worker died")
 
-    @field_validator("workers")
+    @field_validator("workers", "stack")
     @classmethod
     def _positive(cls, v: int | str) -> int | str:
         if v != "auto" and v < 1:
-            raise ValueError("workers must be at least 1 (or auto)")
+            raise ValueError("must be at least 1 (or auto)")
         return v
+
+    def stack_size(self, device: str = "auto") -> int:
+        """How many models train at once on ``device`` (a TrainConfig device name)."""
+        if self.stack != "auto":
+            return self.stack
+
+        from privquant.training.device import resolve_device
+
+        return STACK_AUTO_CUDA if resolve_device(device).type == "cuda" else 1
 
     def build(self, workers: int | None = None) -> Executor:
         """The executor; ``workers`` overrides ``auto`` with a measured count."""

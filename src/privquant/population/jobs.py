@@ -20,6 +20,8 @@ from privquant.data import Dataset
 from privquant.defenses import DefenseConfig, DefenseContext, get_defense, train_model
 from privquant.models import build_model, model_code
 from privquant.training import TrainConfig, channel_stats
+from privquant.training.device import seed_everything
+from privquant.training.stacked import fit_stacked
 
 
 def model_factory(
@@ -109,16 +111,50 @@ def train_job_model(
     return train_model(job.defense, ctx)
 
 
+def checkpoint_meta(job: TrainJob, ds: Dataset, model: nn.Module) -> dict[str, Any]:
+    """What a population model's checkpoint records beside its weights."""
+    return {"model": model.privquant_spec, "dataset": ds.name, "dataset_sha256": ds.checksum,
+            "n_members": int(len(job.members)), "train": job.train.model_dump(mode="json"),
+            "defense": None if job.defense is None else job.defense.model_dump(mode="json"),
+            "defense_info": getattr(model, "privquant_defense_info", None),
+            "privquant_version": privquant.__version__}  # fmt: skip
+
+
 def train_one(job: TrainJob, ds: Dataset, cache: ArtifactCache) -> Path:
     """Train (or find in ``cache``) the model of ``job``; return its checkpoint folder."""
 
     def build(folder: Path) -> None:
         model = train_job_model(job, ds, cache=cache)
-        meta = {"model": model.privquant_spec, "dataset": ds.name, "dataset_sha256": ds.checksum,
-                "n_members": int(len(job.members)), "train": job.train.model_dump(mode="json"),
-                "defense": None if job.defense is None else job.defense.model_dump(mode="json"),
-                "defense_info": getattr(model, "privquant_defense_info", None),
-                "privquant_version": privquant.__version__}  # fmt: skip
-        save_checkpoint(folder, model, meta)
+        save_checkpoint(folder, model, checkpoint_meta(job, ds, model))
 
     return cache.get_or_create(job_key(job, ds, cache), build)
+
+
+def train_stacked(jobs: list[TrainJob], ds: Dataset, cache: ArtifactCache, stack: int,
+                  progress: bool = True) -> int:  # fmt: skip
+    """Train the plain models of ``jobs`` missing from ``cache`` ``stack`` at a time as one
+    stacked network (:mod:`privquant.training.stacked`), each initialized from its own seed
+    as :func:`train_one` would; returns how many it trained. The checkpoints land under the
+    keys :func:`train_one` looks up, so the executor then finds every model cached."""
+    missing = [j for j in jobs if j.defense is None and cache.get(job_key(j, ds, cache)) is None]
+    trained = 0
+    for start in range(0, len(missing), stack):
+        chunk = missing[start : start + stack]
+        if len(chunk) < 2:  # one model trains on the ordinary path
+            continue
+        models = []
+        for job in chunk:
+            seed_everything(job.train.seed)
+            build = model_factory(job.model, ds.num_classes, job.model_options)
+            models.append(build(ds.x_train[job.members]))
+        fit_stacked(models, ds.x_train, ds.y_train, [j.members for j in chunk],
+                    [j.train for j in chunk], progress=progress)  # fmt: skip
+        for job, model in zip(chunk, models, strict=True):
+            cache.get_or_create(
+                job_key(job, ds, cache),
+                lambda folder, job=job, model=model: save_checkpoint(
+                    folder, model, checkpoint_meta(job, ds, model)
+                ),
+            )
+        trained += len(chunk)
+    return trained
