@@ -157,10 +157,10 @@ def test_run_report_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_demo_runs_the_packaged_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    import privquant.cli as cli
+    import privquant.cli.run as cli_run
 
     seen = {}
-    monkeypatch.setattr(cli, "_cmd_run", lambda args: seen.update(vars(args)) or 0)
+    monkeypatch.setattr(cli_run, "_cmd_run", lambda args: seen.update(vars(args)) or 0)
     assert main(["demo", "--out", "somewhere"]) == 0
     assert seen["out"] == "somewhere" and seen["config"].endswith("pipeline/demo.yaml")
     from privquant.pipeline import load_config

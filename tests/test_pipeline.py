@@ -472,7 +472,7 @@ def test_audit_model_cross_checks_its_inputs() -> None:
     with pytest.raises(ConfigError, match="nonmembers: 150 of 150 rows are also in members"):
         audit_model(model, (x[:150], y[:150]), (x[:150], y[:150]), fn, cfg, **kw)
     # A target wrapped in a softmax among shadows returning logits: refused, naming model 0.
-    with pytest.raises(PrivquantError, match="model 0's rows are probability vectors"):
+    with pytest.raises(PrivquantError, match="model 0.s rows are probability vectors"):
         audit_model(
             nn.Sequential(model, nn.Softmax(-1)),
             (x[:150], y[:150]),

@@ -106,14 +106,13 @@ class DeployedModel:
         The members are the training rows; ``nonmembers`` are rows the model never saw. Each
         shadow model gets the same steps (the adaptive attacker)."""
         from privquant.pipeline import audit_model
-        from privquant.pipeline.byo import DEFAULT_ATTACKS
 
         nonmembers = _pair(nonmembers, "nonmembers")
         ctx = self._context()
         fp32 = ctx.train_fresh()
         return audit_model(
             fp32, self.train, nonmembers, self.model_fn, self.train_config, n_shadows=n_shadows,
-            variants=[VariantConfig(name="fp32"), self.variant], attacks=attacks or DEFAULT_ATTACKS,
+            variants=[VariantConfig(name="fp32"), self.variant], attacks=attacks,
             test=test, reference=self.reference, n_bootstrap=n_bootstrap, seed=self.seed,
             progress=progress,
         )  # fmt: skip
@@ -126,6 +125,29 @@ class DeployedModel:
                               num_classes=self.num_classes,
                               train=self.train_config.model_copy(update={"seed": self.seed}),
                               seed=self.seed, model_fn=lambda x: self.model_fn())  # fmt: skip
+
+
+def _resolved_recipe(
+    cfg: TrainConfig,
+    model_fn: Callable[[], nn.Module],
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+) -> TrainConfig:
+    """``precision``/``channels_last: auto`` decided as the audit pipeline decides them for this
+    architecture (the same measurement, under the same name), so ``.audit`` trains its model 0
+    exactly as this call trains the deployed model."""
+    import torch
+
+    from privquant.models.registry import register_user_model
+    from privquant.population import model_factory
+    from privquant.training.precision import resolve_train_config
+    from privquant.training.trainer import to_model_input
+
+    name = register_user_model(model_fn)
+    probe = model_factory(name, n_classes)(x[:2])
+    sample = to_model_input(torch.as_tensor(x[:64])), torch.as_tensor(y[:64])
+    return resolve_train_config(cfg, probe, *sample, name)
 
 
 def defend(
@@ -163,7 +185,7 @@ def defend(
         raise ConfigError(
             f"num_classes: {n_classes}, but the labels reach {top}; labels must lie in 0..{n_classes - 1}"
         )
-    cfg = train_config or TrainConfig()
+    cfg = _resolved_recipe(train_config or TrainConfig(), model_fn, x, y, n_classes)
     deployed = DeployedModel(
         nn.Identity(), nn.Identity(), variant, (x, y), ref, model_fn, cfg, seed, n_classes
     )

@@ -151,8 +151,9 @@ def teacher_logits(
         on_ref = predict_logits(teacher, x_ref) if len(x_ref) else np.zeros((0, ctx.num_classes))
         return predict_logits(teacher, ctx.x[held_out]), on_ref
 
-    if ctx.cache is None or ctx.identity is None:
-        return compute()
+    if ctx.cache is None or ctx.identity is None:  # as the cached path returns them, to the bit
+        held, ref = compute()
+        return held.astype(np.float32).astype(np.float64), ref.astype(np.float32).astype(np.float64)
     key = ctx.cache.key(kind="split_teacher_logits", identity=ctx.identity, x=ctx.x, y=ctx.y,
                         train_rows=train_rows, train=recipe.model_dump(mode="json"),
                         reference=x_ref)  # fmt: skip

@@ -101,6 +101,18 @@ class MembershipSplit:
             "seed": self.seed,
         }
 
+    def with_target_members(self, n: int) -> MembershipSplit:
+        """This split with model 0 trained on the first ``n`` pool rows and none of the rest: an
+        audit of a model trained on rows the user knows (``audit_model``'s members)."""
+        if not 0 < n < len(self.pool):
+            raise ConfigError(
+                f"population.target_members: {n} must be between 1 and the pool's "
+                f"{len(self.pool)} rows minus one (the rest are the target's non-members)"
+            )
+        keep = self.keep.copy()
+        keep[0] = np.arange(len(self.pool)) < n
+        return replace(self, keep=keep)
+
     def with_canaries(self, canaries: Canaries) -> MembershipSplit:
         """This split with ``canaries`` recorded and duplicate copies' memberships tied."""
         return replace(self, keep=tie_duplicates(self.keep, canaries), canaries=canaries)
@@ -117,6 +129,7 @@ def make_split(
     balanced: bool = False,
     population_size: int = 0,
     population_part: str = "train",
+    ordered: bool = False,
 ) -> MembershipSplit:
     """Draw a pool, a keep matrix and disjoint reference/test sets, deterministically.
 
@@ -126,6 +139,10 @@ def make_split(
     ``n_models // 2`` models (the LiRA reference code's scheme); then a point's membership in
     one model is determined by the others, which an attack learning from shadow membership
     (e.g. a per-point classifier) can exploit with few models. Use it only with many models.
+    ``ordered=True`` takes the rows in the data's own order instead of drawing them: the first
+    ``pool_size`` training rows are the pool, the next ``reference_size`` the reference, then
+    the population; the first ``test_size`` test rows. The keep matrix is drawn as before (from
+    the same stream), so with ``pool_size`` equal to every training row both orders agree.
     """
     if n_models < 1:
         raise ConfigError(f"n_models: must be >= 1, got {n_models}")
@@ -144,6 +161,8 @@ def make_split(
         raise ConfigError(f"test_size: {test_size} exceeds the {n_test} test rows")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n_train)
+    if ordered:  # the same draws are made, so the keep matrix below is the seed's as well
+        perm = np.arange(n_train)
     pool = np.sort(perm[:pool_size])
     reference = np.sort(perm[pool_size : pool_size + reference_size])
     # Drawn after the reference rows from the same permutation: adding population rows leaves
@@ -151,10 +170,13 @@ def make_split(
     start = pool_size + reference_size
     population = np.sort(perm[start : start + from_train])
     test = np.sort(rng.permutation(n_test)[:test_size])
+    if ordered:
+        test = np.arange(test_size)
     if balanced and n_models > 1:
         keep = rng.random((n_models, pool_size)).argsort(axis=0) < n_models // 2
     else:
         keep = rng.random((n_models, pool_size)) < 0.5
     if population_part == "test":  # its own stream: the draws above stay those of the seed
-        population = np.sort(np.random.default_rng([seed, 1]).permutation(n_test)[:population_size])
+        drawn = np.random.default_rng([seed, 1]).permutation(n_test)
+        population = np.sort((np.arange(n_test) if ordered else drawn)[:population_size])
     return MembershipSplit(pool, keep, reference, test, seed, population, population_part)

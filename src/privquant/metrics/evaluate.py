@@ -9,15 +9,19 @@ import numpy as np
 from privquant.metrics.decision import confusion_metrics
 from privquant.metrics.epsilon import epsilon_lower_bound
 
+# The one definition of the metric names every module, table and result file uses.
 FPR_LEVELS = (0.01, 0.001, 0.0001)
-CI_METRICS = (
-    "auc", "tpr@1%fpr", "tpr@0.1%fpr", "tpr@0.01%fpr",
-    "balanced_accuracy", "accuracy", "precision", "recall", "f1", "advantage",
-)  # fmt: skip
 
 
 def fpr_key(level: float) -> str:
+    """The name of the TPR at false-positive rate ``level`` (0.01 -> "tpr@1%fpr")."""
     return f"tpr@{level * 100:g}%fpr"
+
+
+AUC = "auc"
+TPR_1, TPR_01, TPR_001 = (fpr_key(level) for level in FPR_LEVELS)
+THRESHOLD_METRICS = ("balanced_accuracy", "accuracy", "precision", "recall", "f1", "advantage")
+CI_METRICS = (AUC, TPR_1, TPR_01, TPR_001, *THRESHOLD_METRICS)
 
 
 class _SortedScores:

@@ -32,6 +32,9 @@ class RegisteredModel:
     build: Builder  # (input_shape: list[int], num_classes: int, **options) -> nn.Module
     images_only: bool
     description: str
+    # False for a user's own nn.Module (audit_model, defend): it takes inputs as they come, so
+    # its Normalize layer stays the identity instead of being fitted on each model's members.
+    fit_normalization: bool = True
 
 
 MODELS: dict[str, RegisteredModel] = {}
@@ -57,6 +60,28 @@ def register_model(
 
 def model_names() -> list[str]:
     return list(MODELS)
+
+
+def register_user_model(model_fn: Callable[[], nn.Module]) -> str:
+    """Register ``model_fn`` (no arguments: a fresh, untrained ``nn.Module``) for this process,
+    under a name derived from the architecture it builds; returns the name.
+
+    This is how ``audit_model`` and ``defend`` run a user's own module through the pipeline:
+    every model of the audit is ``Normalize(identity)`` followed by ``model_fn()``.
+    """
+    probe = model_fn()
+    if not isinstance(probe, nn.Module):
+        raise ConfigError(f"model_fn: must return a torch nn.Module, got {type(probe).__name__}")
+    layout = repr(probe) + repr([(k, tuple(v.shape)) for k, v in probe.state_dict().items()])
+    name = f"user.{type(probe).__name__}.{hashlib.sha256(layout.encode()).hexdigest()[:12]}"
+    builder = lambda shape, num_classes, **options: model_fn()  # noqa: E731
+    builder.__module__ = "privquant.models.user"  # its weights come from the user, not a file
+    MODELS[name] = RegisteredModel(name, builder, False, "a user's nn.Module", False)
+    return name
+
+
+def fits_normalization(name: str) -> bool:
+    return MODELS[check_model_name(name)].fit_normalization
 
 
 def model_code(name: str) -> str | None:

@@ -1,52 +1,25 @@
 """Bring your own model: audit a trained ``nn.Module`` with your member and non-member data.
 
-Reuses the pipeline's pieces: a membership split, population jobs for the shadows, the defense
-steps of each variant, the attack suite and the typed results.
+An in-memory config and dataset through :func:`privquant.pipeline.run.run_audit`, the very
+stages ``privquant run`` runs (training, deployment, queries, attacks, result assembly, report).
 """
 
 from __future__ import annotations
 
-import time
+import os
+import tempfile
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from torch import nn
 
-import privquant
-from privquant.attacks import run_attacks
 from privquant.data import Dataset
-from privquant.defenses import VariantConfig, apply_outputs
-from privquant.machine import machine_info
-from privquant.membership import MembershipSplit, make_split
-from privquant.population import (
-    DeployJob,
-    LocalExecutor,
-    bits_label,
-    context_for,
-    deploy_model,
-    population_jobs,
-    train_job_model,
-)
-from privquant.quant.export import model_size
-from privquant.results import (
-    AttackResult,
-    AuditResults,
-    Curves,
-    ModelRecord,
-    TopPoint,
-    VariantResult,
-)
-from privquant.signals import Signals, query_logits, query_views
-from privquant.training import TrainConfig, evaluate
-
-DEFAULT_ATTACKS = (
-    "loss",
-    "shokri",
-    "lira_online_fixed_var",
-    "rmia",
-    "rmia_online",
-    "label_only_correctness",
-)
+from privquant.defenses import VariantConfig
+from privquant.models import build_model
+from privquant.models.registry import register_user_model
+from privquant.results import AuditResults
+from privquant.training import TrainConfig
 
 
 def _user_data(
@@ -89,112 +62,115 @@ def audit_model(
     model: nn.Module,
     members: tuple[np.ndarray, np.ndarray],
     nonmembers: tuple[np.ndarray, np.ndarray],
-    model_fn: Callable[[], nn.Module],
+    model_fn: Callable[[], nn.Module] | str,
     train_config: TrainConfig,
     n_shadows: int = 4,
     variants: Sequence[VariantConfig] = (VariantConfig(name="fp32"),),
-    attacks: str | Sequence[str] = DEFAULT_ATTACKS,
+    attacks: str | Sequence[str] | None = None,
     test: tuple[np.ndarray, np.ndarray] | None = None,
     reference: tuple[np.ndarray, np.ndarray] | None = None,
     queries: int = 1,
     n_bootstrap: int = 200,
     seed: int = 0,
     progress: bool = True,
+    model_options: dict[str, Any] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    **config: Any,
 ) -> AuditResults:
     """Audit ``model`` (already trained on ``members``) against membership inference.
 
-    Members and non-members form the pool. ``n_shadows`` fresh models from ``model_fn`` train
-    with ``train_config`` on random halves of that pool (the attacker's shadows); every variant
-    (any defense steps: PTQ, QAT, a train-stage defense, an output stage) is applied to your
-    model and to each shadow the same way, and every attack then targets your model (model 0).
-    A variant with a train-stage step retrains your model from ``model_fn`` on ``members``.
-    ``reference`` rows (disjoint from the pool) are handed to defenses that use them. Inputs are
-    uint8 images ``[N, C, H, W]`` or float features. ``queries`` > 1 adds flipped/shifted views,
-    which help only if the models trained with those augmentations. Returns typed results shaped
-    like the pipeline's results.json.
-    """
-    start = time.perf_counter()
-    if n_shadows < 2:
-        from privquant.errors import ConfigError
+    Runs the pipeline ``privquant run`` runs, on an in-memory config and dataset: the pool is
+    the members followed by the non-members, model 0 is your model (its membership is the given
+    one), and ``n_shadows`` fresh models train with ``train_config`` on random halves of the
+    pool (the attacker's shadows). Every variant (PTQ, QAT, a train-stage defense, an output
+    stage) is applied to your model and to each shadow the same way; every attack targets your
+    model. A variant with a train-stage step retrains model 0 on ``members``.
 
+    ``model_fn``: a function returning a fresh, untrained model of your model's architecture
+    (inputs as they come: uint8 images arrive scaled to [0, 1]), or the name of a registered
+    model (with ``model_options``; shadows then fit their input normalization like every
+    registered model). ``reference`` rows (disjoint from the pool) go to defenses that use them.
+    ``queries`` > 1 adds flipped/shifted views. ``attacks``: None for the config's default list.
+    ``out``: a folder for results.json and the report (default: results in memory only).
+    ``seed`` seeds every draw and the training (model m trains with ``seed + m``, whatever
+    ``train_config.seed`` says).
+    Further keyword arguments are audit config fields (e.g. ``naive=True``,
+    ``attack_params={...}``). The same data, model and seed through ``privquant run`` (data
+    ``rows: ordered``, ``population.target_members``) give the same numbers: a test says so.
+    """
+    from privquant.errors import ConfigError
+    from privquant.pipeline.run import run_audit
+
+    if n_shadows < 2:
         raise ConfigError(
             f"n_shadows: at least 2 (attack thresholds are calibrated on shadows), got {n_shadows}"
         )
     ds, n_pool = _user_data(members, nonmembers, reference, test)
-    n_ref = len(ds.y_train) - n_pool
-    drawn = make_split(n_pool, len(ds.y_test), n_pool, 1 + n_shadows, seed=seed)
-    keep = drawn.keep.copy()
-    keep[0] = np.arange(n_pool) < len(members[0])  # the target's known membership
-    split = MembershipSplit(np.arange(n_pool), keep, np.arange(n_pool, n_pool + n_ref),
-                            np.arange(len(ds.y_test)), seed)  # fmt: skip
-    user_fn = lambda x: model_fn()  # noqa: E731 (the user's factory takes no data)
-    views = query_views(ds.kind, queries)
-    executor = LocalExecutor()
-
-    trained: dict[object, list[nn.Module]] = {}
-    out: dict[str, VariantResult] = {}
-    for variant in variants:
-        step = variant.train_step
-        key = None if step is None else step.model_dump_json()
-        if key not in trained:
-            recipe = train_config.model_copy(update={"seed": seed})  # model m trains with seed + m
-            jobs = population_jobs(split, "user", recipe, defense=step)
-            todo = jobs if step is not None else jobs[1:]  # plain: the target is the user's model
-            models = executor.map(lambda j: train_job_model(j, ds, user_fn), todo,
-                                  desc="shadows", progress=progress)  # fmt: skip
-            trained[key] = models if step is not None else [model.eval(), *models]
-        logits, records = [], []
-        for m, base in enumerate(trained[key]):
-            job = _deploy_job(m, split, train_config, seed, variant)
-            deployed = deploy_model(job, base, ds, user_fn)
-            # Every model of a variant has the same architecture and widths: one export measures all.
-            if m == 0:
-                size = model_size(deployed)
-            if variant.output_steps:
-                ctx = context_for(ds, job.members, split.reference, job.train, job.seed, user_fn)
-                deployed = apply_outputs(variant.output_steps, deployed, ctx)
-            o = query_logits(deployed, ds.x_train[:n_pool], views)
-            logits.append(o)
-            acc = (
-                evaluate(deployed, ds.x_test, ds.y_test)["accuracy"]
-                if m == 0 and len(ds.y_test)
-                else None
-            )
-            train_acc = float((o[keep[m], 0].argmax(-1) == ds.y_train[:n_pool][keep[m]]).mean())
-            records.append(ModelRecord(test_accuracy=acc, train_accuracy=train_acc,
-                                       size_bytes=int(size["total_bytes"]), bits=bits_label(size)))  # fmt: skip
-        signals = Signals(np.stack(logits), ds.y_train[:n_pool], keep)
-        res = run_attacks(signals, [0], attacks, n_bootstrap=n_bootstrap, seed=seed, progress=progress,
-                          keep_scores=True)  # fmt: skip
-        target = records[0]
-        out[variant.name] = VariantResult(
-            steps=[s.model_dump(mode="json") for s in variant.steps], description=variant.describe(),
-            bits=target.bits, size_bytes=target.size_bytes, test_accuracy=target.test_accuracy,
-            test_accuracy_std=0.0 if target.test_accuracy is not None else None,
-            train_accuracy=target.train_accuracy, per_model=records,
-            attacks={a: AttackResult(description=e["description"], per_target=e["per_target"], mean=e["mean"],
-                                     std=e["std"], curves={"0": Curves.from_scores(e["scores"]["0"], keep[0])},
-                                     top_points={"0": TopPoint.top(e["scores"]["0"], keep[0], 16)})
-                     for a, e in res["attacks"].items()},
-        )  # fmt: skip
-    results = AuditResults(
-        privquant_version=privquant.__version__,
-        config={"name": "audit_model", "seed": seed, "targets": [0], "n_shadows": n_shadows, "queries": queries,
-                "train": train_config.model_dump(mode="json"), "bootstrap": n_bootstrap,
-                "variants": [v.model_dump(mode="json") for v in variants], "model": {"name": type(model).__name__}},
-        dataset={"name": "user", "kind": ds.kind, "pool_size": n_pool, "n_members": len(members[0]),
-                 "reference_size": n_ref, "test_size": len(ds.y_test)},
-        split=split.summary(), machine=machine_info(),
-        timings_seconds={"total": time.perf_counter() - start}, variants=out,
-    )  # fmt: skip
-    if "fp32" in out:
-        results.fill_relative_changes()
-    return results
+    if isinstance(model_fn, str):
+        name, options = model_fn, dict(model_options or {})
+        target = model
+        if not hasattr(target, "privquant_spec"):
+            raise ConfigError(f"model: a model of registered {name!r} is built by "
+                              "privquant.models.build_model (it carries its spec)")  # fmt: skip
+    else:
+        if model_options:
+            raise ConfigError("model_options: only with a registered model name as model_fn")
+        name, options = register_user_model(model_fn), {}
+        target = _as_registered(model, name, ds)
+    spec = {
+        "name": "audit_model",
+        "seed": seed,
+        "data": {"name": "user", "pool_size": n_pool, "reference_size": len(ds.y_train) - n_pool,
+                 "rows": "ordered", "test_size": len(ds.y_test) or None},
+        "model": {"name": name, "options": options},
+        "train": {**train_config.model_dump(), "seed": seed},  # model m trains with seed + m
+        "population": {"n_models": 1 + n_shadows, "queries": queries,
+                       "target_members": len(members[0])},
+        "variants": [v.model_dump() for v in variants],
+        "targets": [0],
+        "bootstrap": n_bootstrap,
+        **({} if attacks is None else {"attacks": attacks}),
+        **config,
+    }  # fmt: skip
+    audit = _validated(spec)
+    if out is not None:
+        return run_audit(audit, out, progress, dataset=ds, target=target)
+    with tempfile.TemporaryDirectory(prefix="privquant-audit-") as tmp:
+        return run_audit(audit, tmp, progress, dataset=ds, target=target)
 
 
-def _deploy_job(
-    m: int, split: MembershipSplit, train: TrainConfig, seed: int, variant: VariantConfig
-) -> DeployJob:
-    return DeployJob(index=m, checkpoint=None, members=split.members(m),
-                     train=train.model_copy(update={"seed": seed + m}), seed=seed + m, model="user",
-                     transforms=tuple(variant.transform_steps), reference=split.reference)  # fmt: skip
+def _validated(spec: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    from privquant.errors import ConfigError
+    from privquant.pipeline.config import AuditConfig, format_errors
+
+    try:
+        return AuditConfig.model_validate(spec)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e, "audit_model")) from None
+
+
+def _as_registered(model: nn.Module, name: str, ds: Dataset) -> nn.Module:
+    """The user's trained module as the pipeline's models are: ``Normalize(identity)`` then the
+    module, with the spec its checkpoint records (the module itself is not modified)."""
+    import copy
+
+    from privquant.errors import ConfigError
+    from privquant.signals.format import _check_logits
+    from privquant.training import predict_logits
+
+    # The target's outputs first: a model ending in a softmax is the likeliest mismatch, and the
+    # one that would understate leakage if it got through.
+    _check_logits("model", predict_logits(model, ds.x_train[:64])[None])
+    wrapped = build_model(name, ds.x_train.shape[1:], ds.num_classes)
+    try:
+        wrapped[1].load_state_dict(model.state_dict())
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+        raise ConfigError(
+            f"model_fn: builds a different architecture than model ({first})"
+        ) from None
+    # Keep the user's non-parameter state (e.g. a module in eval-only mode) as it is.
+    wrapped[1] = copy.deepcopy(model).eval()
+    return wrapped

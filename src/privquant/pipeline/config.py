@@ -43,9 +43,7 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     name: str = Field("fashion-mnist", description="dataset name (see `privquant data info`)")
-    pool_size: int = Field(
-        10_000, ge=100, description="population pool; each model trains on ~half"
-    )
+    pool_size: int = Field(10_000, ge=10, description="population pool; each model trains on ~half")
     reference_size: int = Field(
         5_000, ge=0, description="defender-held rows, disjoint from the pool"
     )
@@ -57,6 +55,12 @@ class DataConfig(_Strict):
         "train",
         description="where population rows come from: the train part (disjoint from pool and "
         "reference) or the test part (as Privacy Meter 2 does)",
+    )
+    rows: Literal["drawn", "ordered"] = Field(
+        "drawn",
+        description="drawn: pool, reference and population rows drawn at random; ordered: in "
+        "the data's own order (the first pool_size training rows are the pool, then the reference "
+        "and population rows; the first test_size test rows), for a file laid out by its user",
     )
     canaries: CanaryConfig = Field(
         default_factory=CanaryConfig,
@@ -92,6 +96,12 @@ class PopulationConfig(_Strict):
         ge=0,
         le=256,
         description="label-only boundary attack: noisy copies per point and model (0: off)",
+    )
+    target_members: int | None = Field(
+        None,
+        ge=1,
+        description="model 0 trains on the first N pool rows and on none of the rest (a model "
+        "trained on known rows, as audit_model audits); None: coin flips as for every model",
     )
 
 
@@ -206,6 +216,17 @@ class AuditConfig(_Strict):
                 if need > self.data.reference_size:
                     raise ConfigError(f"{where}: needs {need} defender reference rows, data.reference_size "
                                       f"is {self.data.reference_size}")  # fmt: skip
+        members = self.population.target_members
+        if members is not None and members >= self.data.pool_size:
+            raise ValueError(f"population.target_members: {members} leaves none of the "
+                             f"{self.data.pool_size} pool rows as the target's non-members")  # fmt: skip
+        if (
+            members is not None
+            and self.data.canaries.count
+            and self.data.canaries.kind == "duplicate"
+        ):
+            raise ValueError("population.target_members: duplicate canaries share a membership "
+                             "across copies, which a fixed target membership cannot keep")  # fmt: skip
         listed_targets = [] if self.targets == "all" else self.targets
         bad = [t for t in listed_targets if not 0 <= t < self.population.n_models]
         if bad:

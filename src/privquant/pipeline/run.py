@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from torch import nn
 from tqdm.auto import tqdm
 
 import privquant
@@ -408,19 +409,40 @@ class RunLock:
         self.path.unlink(missing_ok=True)
 
 
-def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -> AuditResults:
+def run_audit(
+    config: AuditConfig,
+    run_dir: str | Path,
+    progress: bool = True,
+    *,
+    dataset: Dataset | None = None,
+    target: nn.Module | None = None,
+) -> AuditResults:
     """Run the whole audit described by ``config`` into ``run_dir``; return its results.
 
     Nothing in ``run_dir`` is touched until the data loads, the split is drawn and the config
-    passes the checks that need the data (model options, device, layer names).
+    passes the checks that need the data (model options, device, layer names). ``dataset``
+    replaces loading ``config.data.name`` (in-memory data, as :func:`audit_model` passes).
+    ``target`` is an already trained model 0 (of the config's architecture, trained on the
+    first ``population.target_members`` pool rows): it stands in for model 0 of the plain
+    population instead of being trained here; train-stage variants still retrain model 0.
     """
+    from privquant.errors import ConfigError
+
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
-    ds = load_dataset(config.data.name)
+    if target is not None and config.population.target_members is None:
+        raise ConfigError("target: a trained model 0 needs population.target_members (its rows)")
+    if target is not None and config.data.canaries.count:
+        raise ConfigError("data.canaries: a model trained beforehand never saw planted canaries; "
+                          "audit it with canaries: {count: 0}")  # fmt: skip
+    ds = dataset if dataset is not None else load_dataset(config.data.name)
     split = make_split(len(ds.y_train), len(ds.y_test), config.data.pool_size, config.population.n_models,
                        config.data.reference_size, config.data.test_size, seed=config.seed,
                        balanced=config.population.balanced, population_size=config.data.population_size,
-                       population_part=config.data.population_source)  # fmt: skip
+                       population_part=config.data.population_source,
+                       ordered=config.data.rows == "ordered")  # fmt: skip
+    if config.population.target_members is not None:
+        split = split.with_target_members(config.population.target_members)
     canaries = choose_canaries(
         config.data.canaries, ds.y_train[split.pool], ds.num_classes, config.seed
     )
@@ -431,7 +453,7 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
     with RunLock(run_dir):
         _start_run_folder(user_config, run_dir, split)
         try:
-            results = _run_stages(user_config, config, ds, split, run_dir, progress, t0)
+            results = _run_stages(user_config, config, ds, split, run_dir, progress, t0, target)
         except BaseException:
             _restore_previous(run_dir)
             raise
@@ -439,11 +461,46 @@ def run_audit(config: AuditConfig, run_dir: str | Path, progress: bool = True) -
     return results
 
 
+def _place_target(
+    config: AuditConfig,
+    ds: Dataset,
+    split: MembershipSplit,
+    cache: ArtifactCache,
+    target: nn.Module,
+) -> None:
+    """Put a model trained beforehand where the pipeline looks for model 0 of the plain
+    population, so every later stage treats it like a model it trained. An entry already there
+    (a cache shared with an earlier audit) must hold these very weights."""
+    from privquant.artifacts import load_checkpoint, save_checkpoint
+    from privquant.errors import ConfigError
+    from privquant.population import population_jobs
+    from privquant.population.jobs import checkpoint_meta, job_key
+
+    job = population_jobs(split, config.model.name, config.train, config.model.options)[0]
+    key = job_key(job, ds, cache)
+    state = {k: v.detach().cpu() for k, v in target.state_dict().items()}
+    found = cache.get(key)
+    if found is not None:
+        cached, _ = load_checkpoint(found)
+        same = cached.state_dict().keys() == state.keys() and all(
+            torch.equal(cached.state_dict()[k], v) for k, v in state.items()
+        )
+        if not same:
+            raise ConfigError(f"cache_dir: {found} holds another model 0 for these rows and "
+                              "recipe; audit into a fresh cache_dir")  # fmt: skip
+        return
+    cache.get_or_create(
+        key, lambda folder: save_checkpoint(folder, target, checkpoint_meta(job, ds, target))
+    )
+
+
 def _run_stages(user_config: AuditConfig, config: AuditConfig, ds: Dataset, split: MembershipSplit,
-                run_dir: Path, progress: bool, t0: float) -> AuditResults:  # fmt: skip
+                run_dir: Path, progress: bool, t0: float, target: nn.Module | None = None) -> AuditResults:  # fmt: skip
     """Train, query, attack, report: everything after the run folder is set up."""
     timings: dict[str, float] = {}
     cache = ArtifactCache(config.cache_dir or run_dir / "cache")
+    if target is not None:
+        _place_target(config, ds, split, cache, target)
 
     start = time.perf_counter()
     executor, workers = _build_executor(config, ds)
@@ -460,13 +517,15 @@ def _run_stages(user_config: AuditConfig, config: AuditConfig, ds: Dataset, spli
         per_model = [ModelRecord(**r) for r in meta["per_model"]]
         targets = [per_model[t] for t in config.target_indices]
         infos = [r.defense_info for r in targets if r.defense_info]
+        scored = [r.test_accuracy for r in targets]
+        scored = None if None in scored else scored  # no test rows (audit_model without test)
         variants[variant.name] = VariantResult(
             steps=[s.model_dump(mode="json") for s in variant.steps],
             description=variant.describe(),
             bits=targets[0].bits,
             size_bytes=targets[0].size_bytes,
-            test_accuracy=float(np.mean([r.test_accuracy for r in targets])),
-            test_accuracy_std=float(np.std([r.test_accuracy for r in targets])),
+            test_accuracy=None if scored is None else float(np.mean(scored)),
+            test_accuracy_std=None if scored is None else float(np.std(scored)),
             train_accuracy=float(np.mean([r.train_accuracy for r in targets])),
             per_model=per_model,
             defense_info=_mean_info(infos),
@@ -496,7 +555,11 @@ def _run_stages(user_config: AuditConfig, config: AuditConfig, ds: Dataset, spli
         config=user_config.model_dump(mode="json"),
         dataset={k: v for k, v in ds.info().items() if k != "extra"},
         split=split.summary(),
-        machine={**machine_info(), "workers": workers},
+        machine={
+            **machine_info(),
+            "workers": workers,
+            "stack": config.executor.stack_size(config.train.device),
+        },
         timings_seconds=timings,
         variants=variants,
     )

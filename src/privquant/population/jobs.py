@@ -19,6 +19,7 @@ from privquant.artifacts import ArtifactCache, save_checkpoint
 from privquant.data import Dataset
 from privquant.defenses import DefenseConfig, DefenseContext, get_defense, train_model
 from privquant.models import build_model, model_code
+from privquant.models.registry import fits_normalization
 from privquant.training import TrainConfig, channel_stats
 from privquant.training.device import seed_everything
 from privquant.training.stacked import fit_stacked
@@ -31,7 +32,7 @@ def model_factory(
     options = dict(options or {})
 
     def build(x: np.ndarray) -> nn.Module:
-        mean, std = channel_stats(x)
+        mean, std = channel_stats(x) if fits_normalization(name) else (None, None)
         return build_model(name, x.shape[1:], num_classes, mean=mean, std=std, **options)
 
     return build

@@ -70,7 +70,7 @@ def query_one(job: QueryJob, ds: Dataset, cache: ArtifactCache) -> dict[str, Any
     trained = json.loads((d.checkpoint / META).read_text()) if d.checkpoint is not None else {}
     record = {
         # Test accuracy is scored for targets only; scoring every shadow would double query time.
-        "test_accuracy": None if job.test is None else evaluate(model, ds.x_test[job.test], ds.y_test[job.test])["accuracy"],
+        "test_accuracy": None if job.test is None or not len(job.test) else evaluate(model, ds.x_test[job.test], ds.y_test[job.test])["accuracy"],
         "train_accuracy": float((logits[member, 0].argmax(-1) == y_pool[member]).mean()),
         "size_bytes": int(size["total_bytes"]),
         "bits": bits_label(size),

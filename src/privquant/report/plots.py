@@ -87,7 +87,7 @@ def pareto_figure(results: AuditResults) -> bytes:
     points = tradeoff_points(results)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     biggest = max((p.size_bytes for p in points), default=1)
-    colors = plt.cm.tab20(np.linspace(0, 1, max(1, len(points))))
+    colors = plt.cm.tab20(np.linspace(0, 1, len(points)))  # none without test accuracies
     lead = points[0].lead_subset if points else "all"
     panels = (("worst_1", 0.01, "frontier_1", f"{lead}: worst-case TPR at 1% FPR"),
               ("population_01", 0.001, "frontier_01", "population: worst-case TPR at 0.1% FPR"))  # fmt: skip
@@ -114,7 +114,8 @@ def pareto_figure(results: AuditResults) -> bytes:
         ax.set(yscale="log", xlabel="test accuracy", ylabel=ylabel,
                title=f"at {100 * fpr:g}% FPR (dotted: chance; x: unresolved level)")  # fmt: skip
         ax.grid(alpha=0.3, which="both")
-    axes[1].legend(fontsize=6, markerscale=0.35, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if points:
+        axes[1].legend(fontsize=6, markerscale=0.35, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle("privacy / utility / size: outlined and joined = not dominated; bars = 95% intervals; "
                  "marker area = model bytes", fontsize=10)  # fmt: skip
     return _png(fig)

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from privquant.artifacts.atomic import atomic_write_bytes
-from privquant.metrics import relative_change
+from privquant.metrics import AUC, TPR_001, TPR_01, TPR_1, relative_change
 from privquant.report import plots
 from privquant.results import (
     AttackResult,
@@ -20,7 +20,7 @@ from privquant.results import (
 )
 from privquant.results.pareto import Leak, attack_leak
 
-COLUMNS = [("auc", "AUC"), ("tpr@1%fpr", "TPR@1%"), ("tpr@0.1%fpr", "TPR@0.1%"), ("tpr@0.01%fpr", "TPR@0.01%"),
+COLUMNS = [(AUC, "AUC"), (TPR_1, "TPR@1%"), (TPR_01, "TPR@0.1%"), (TPR_001, "TPR@0.01%"),
            ("accuracy", "acc"), ("precision", "prec"), ("recall", "recall"), ("f1", "F1"), ("advantage", "adv"),
            ("epsilon_lower_bound", "ε ≥")]  # fmt: skip
 NAIVE_LABEL = "attacker with a miscalibrated threshold (FP32 shadows)"
@@ -59,7 +59,7 @@ def _pooled_tpr(entry: AttackResult, subset: str, key: str) -> str:
     p = entry.pooled.get(subset)
     if p is None or key not in p.tpr:
         return "–"
-    return attack_leak(entry, subset, key, "").text(2 if key != "tpr@1%fpr" else 1)
+    return attack_leak(entry, subset, key, "").text(2 if key != TPR_1 else 1)
 
 
 def _rel(v: float | None) -> str:
@@ -92,7 +92,7 @@ def pooled_rows(results: AuditResults) -> tuple[list[str], list[list[str]]]:
                     if p is None:
                         continue
                     rows.append([label, attack, SUBSET_NAMES.get(subset, subset), _pooled_auc(entry, subset),
-                                 _pooled_tpr(entry, subset, "tpr@1%fpr"), _pooled_tpr(entry, subset, "tpr@0.1%fpr"),
+                                 _pooled_tpr(entry, subset, TPR_1), _pooled_tpr(entry, subset, TPR_01),
                                  f"{p.n_nonmembers:,}"])  # fmt: skip
     return header, rows
 
@@ -156,7 +156,7 @@ def tradeoff_rows(results: AuditResults) -> tuple[list[str], list[list[str]]]:
             auc = (
                 _pooled_auc(e, e.lead_subset())
                 if e.pooled
-                else _fmt(e, "auc", len(results.targets) > 1)
+                else _fmt(e, AUC, len(results.targets) > 1)
             )
         row = [p.variant, p.description, f"{p.test_accuracy:.4f}", f"{p.worst_1.text()} ({p.worst_1.attack})",
                p.worst_01.text(2), p.population_1.text(), f"{p.population_01.text(2)} ({p.population_01.attack})",

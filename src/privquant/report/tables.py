@@ -31,14 +31,14 @@ from typing import Any
 import yaml
 
 from privquant.errors import PrivquantError
-from privquant.metrics import relative_change
+from privquant.metrics import AUC, TPR_01, TPR_1, relative_change
 from privquant.results import AttackResult, AuditResults, VariantResult
 from privquant.results.pareto import FPR_BY_KEY, Leak, attack_leak, worst_leak
 
 BLOCK = re.compile(r"(<!-- table\n(?P<spec>.*?)-->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 LIRA_RMIA = ("lira", "rmia")
-METRICS = {"worst1": ("lead", "tpr@1%fpr"), "worst01": ("lead", "tpr@0.1%fpr"),
-           "pop1": ("population", "tpr@1%fpr"), "pop01": ("population", "tpr@0.1%fpr")}  # fmt: skip
+METRICS = {"worst1": ("lead", TPR_1), "worst01": ("lead", TPR_01),
+           "pop1": ("population", TPR_1), "pop01": ("population", TPR_01)}  # fmt: skip
 
 
 def _legacy_leak(result: AttackResult, key: str, attack: str) -> Leak:
@@ -68,9 +68,9 @@ def _attack_cells(v: VariantResult, attack: str) -> str:
         return "–"
     if r.pooled:
         sub = r.lead_subset()
-        leaks = [attack_leak(r, sub, k, attack) for k in ("tpr@1%fpr", "tpr@0.1%fpr")]
+        leaks = [attack_leak(r, sub, k, attack) for k in (TPR_1, TPR_01)]
         return f"{r.pooled[sub].auc:.3f} / {leaks[0].text()} / {leaks[1].text(2)}"
-    leaks = [_legacy_leak(r, k, attack) for k in ("tpr@1%fpr", "tpr@0.1%fpr")]
+    leaks = [_legacy_leak(r, k, attack) for k in (TPR_1, TPR_01)]
     return f"{r.mean['auc']:.3f} / {leaks[0].text()} / {leaks[1].text(2)}"
 
 
@@ -80,7 +80,7 @@ def _auc(v: VariantResult, attack: str) -> float | None:
         return None
     if r.pooled:
         return r.pooled[r.lead_subset()].auc
-    return r.mean["auc"]
+    return r.mean[AUC]
 
 
 def _shokri(results: AuditResults, v: VariantResult, naive: bool) -> str:
@@ -104,10 +104,10 @@ COLUMNS: dict[str, tuple[str, Cell]] = {
     "train_acc": ("train acc", lambda r, v: _pct(v.train_accuracy)),
     "test_acc": ("test acc", lambda r, v: _pct(v.test_accuracy)),
     "worst1": ("worst TPR@1% FPR, worst-case subset [95% CI] (attack)",
-               lambda r, v: f"{(x := _leak(v, 'lead', 'tpr@1%fpr')).text()} ({x.attack})"),
+               lambda r, v: f"{(x := _leak(v, 'lead', TPR_1)).text()} ({x.attack})"),
     "worst01": ("worst TPR@0.1% FPR, worst-case subset [95% CI]",
                 lambda r, v: _leak(v, "lead", "tpr@0.1%fpr").text(2)),
-    "pop1": ("population TPR@1% FPR [95% CI]", lambda r, v: _leak(v, "population", "tpr@1%fpr").text()),
+    "pop1": ("population TPR@1% FPR [95% CI]", lambda r, v: _leak(v, "population", TPR_1).text()),
     "pop01": ("population TPR@0.1% FPR [95% CI] (attack)",
               lambda r, v: f"{(x := _leak(v, 'population', 'tpr@0.1%fpr')).text(2)} ({x.attack})"),
     "strongest_auc": ("strongest LiRA/RMIA AUC", lambda r, v: "–" if not (
@@ -296,7 +296,7 @@ def render_attack_strength(spec: dict[str, Any], root: Path, where: str) -> list
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise PrivquantError(f"{where}: cannot read {path} ({e})") from None
-    subset, key = spec.get("subset", "canaries"), spec.get("key", "tpr@1%fpr")
+    subset, key = spec.get("subset", "canaries"), spec.get("key", TPR_1)
     refs = [str(r) for r in data["refs"]]
     variants = spec.get("variants", list(data["variants"]))
     if spec.get("ranking"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from privquant.metrics import AUC, TPR_01, TPR_1
 from privquant.results.schema import AuditResults
 
 IGNORED = {"timings_seconds", "machine", "seconds", "privquant_version", "commit"}
@@ -41,7 +42,7 @@ def compare_results(a: AuditResults, b: AuditResults) -> dict[str, Any]:
             "test_accuracy": [va.test_accuracy, vb.test_accuracy],
         }
         if attack in va.attacks and attack in vb.attacks:
-            for k in ("auc", "tpr@1%fpr", "tpr@0.1%fpr"):
+            for k in (AUC, TPR_1, TPR_01):
                 row[k] = [va.attacks[attack].mean[k], vb.attacks[attack].mean[k]]
         summary.append(row)
     return {

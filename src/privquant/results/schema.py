@@ -13,12 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from privquant.artifacts.atomic import atomic_write_bytes, atomic_write_json
 from privquant.errors import PrivquantError
 from privquant.metrics import relative_change, roc_curve
+from privquant.metrics.evaluate import AUC, THRESHOLD_METRICS, TPR_01, TPR_1
 
 FORMAT = "privquant-results/2"
 ROC_GRID = np.logspace(-5, 0, 121)  # FPR values at which curves are stored
 NOT_AVERAGED = ("threshold", "seconds")  # per-target facts, not metrics
-RELATIVE_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc",
-                    "tpr@1%fpr", "tpr@0.1%fpr", "advantage")  # fmt: skip
+RELATIVE_METRICS = (*THRESHOLD_METRICS, AUC, TPR_1, TPR_01)
 
 
 def aggregate_targets(

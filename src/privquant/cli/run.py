@@ -1,0 +1,79 @@
+"""Run, report and demo: a whole audit from a YAML config."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from privquant.results import AuditResults
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from privquant.pipeline.config import load_config
+    from privquant.pipeline.run import run_audit
+
+    config = load_config(args.config)
+    start = time.perf_counter()
+    results = run_audit(config, args.out)
+    _print_summary(results)
+    print(f"\nreport: {Path(args.out).resolve() / 'report.html'} (and report.md); "
+          f"finished in {time.perf_counter() - start:.0f} s")  # fmt: skip
+    return 0
+
+
+def _print_summary(results: AuditResults) -> None:
+    """The verdict, then one line per variant: worst case over attacks, pooled over targets."""
+    from privquant.report.render import verdict
+    from privquant.results import tradeoff_points
+
+    for line in verdict(results):
+        print(line.replace("**", "").replace("`", ""))
+    points = {p.variant: p for p in tradeoff_points(results)}
+    lead = next(iter(points.values())).lead_subset if points else "all"
+    print(f"{'variant':<16} {'bits':>5} {'KiB':>8} {'test acc':>9}  {'worst TPR@1% FPR, ' + lead:<34} "
+          "population TPR@0.1% FPR")  # fmt: skip
+    for name, v in results.variants.items():
+        acc = "–" if v.test_accuracy is None else f"{v.test_accuracy:.4f}"
+        p = points.get(name)
+        worst = "–" if p is None else f"{p.worst_1.text()} ({p.worst_1.attack})"
+        population = "–" if p is None else p.population_01.text(2)
+        print(
+            f"{name:<16} {v.bits:>5.2f} {v.size_bytes / 1024:>8.1f} {acc:>9}  {worst:<34} {population}"
+        )
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from privquant.report import render_report
+
+    path = render_report(args.run_dir, args.run_dir)
+    print(f"report: {path.resolve()}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from importlib.resources import files
+
+    ns = argparse.Namespace(config=str(files("privquant.pipeline") / "demo.yaml"), out=args.out)
+    return _cmd_run(ns)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("run", help="run a whole audit from a YAML config and write the report")
+    r.add_argument("config", help="YAML config (see src/privquant/pipeline/demo.yaml)")
+    r.add_argument("--out", required=True, help="run folder (reused to resume an interrupted run)")
+    r.set_defaults(func=_cmd_run)
+
+    rep = sub.add_parser(
+        "report", help="re-render RUN_DIR/report.{md,html} from RUN_DIR/results.json"
+    )
+    rep.add_argument("run_dir")
+    rep.set_defaults(func=_cmd_report)
+
+    d = sub.add_parser(
+        "demo", help="the newcomer's demo: audit FP32 vs quantized models on Fashion-MNIST"
+    )
+    d.add_argument("--out", default="runs/demo", help="run folder")
+    d.set_defaults(func=_cmd_demo)
