@@ -17,6 +17,7 @@ from pathlib import Path
 from privquant.artifacts import load_checkpoint
 from privquant.data import load_dataset, seeded_subset
 from privquant.machine import machine_info
+from privquant.models.info import model_info
 from privquant.quant import (
     QuantConfig,
     calibration_batches,
@@ -77,7 +78,7 @@ def main() -> None:
         else:
             q = quantize(model, cfg, calib)
         seconds = time.perf_counter() - start
-        q.privquant_spec = meta["model"]
+        model_info(q).spec = meta["model"]
         manifest = export_quantized(q, Path(args.out) / name.replace(" ", "_"))
         acc = evaluate(q, ds.x_test, ds.y_test)["accuracy"]
         rows.append({"variant": name, "bits": cfg.weight_bits, "act_bits": cfg.act_bits, "test_accuracy": acc,

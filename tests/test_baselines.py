@@ -9,6 +9,7 @@ from torch import nn
 
 from privquant.data import load_dataset
 from privquant.defenses import DefenseContext, apply_outputs, train_model
+from privquant.models.info import model_info
 from privquant.population import model_factory
 from privquant.training import TrainConfig, predict_logits
 
@@ -125,8 +126,8 @@ def test_dp_sgd_converts_batchnorm_and_the_checkpoint_reloads(digits, tmp_path) 
     model, _ = dp_train(DPSGD(epsilon=8.0), ctx)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert any(isinstance(m, nn.GroupNorm) for m in model.modules())
-    assert model.privquant_spec["norm"] == "group"
-    save_checkpoint(tmp_path / "ck", model, {"model": model.privquant_spec})
+    assert model_info(model).spec["norm"] == "group"
+    save_checkpoint(tmp_path / "ck", model, {"model": model_info(model).spec})
     loaded, _ = load_checkpoint(tmp_path / "ck")
     np.testing.assert_array_equal(predict_logits(loaded, x), predict_logits(model, x))
 

@@ -10,6 +10,7 @@ import pytest
 
 import privquant
 from privquant.cli import main
+from privquant.models.info import model_info
 
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -295,7 +296,7 @@ def test_bad_inputs_end_in_one_line_not_a_traceback(
     ]
     from privquant.artifacts import save_checkpoint
 
-    save_checkpoint(tmp_path / "ck", model, {"model": model.privquant_spec, "dataset": "digits"})
+    save_checkpoint(tmp_path / "ck", model, {"model": model_info(model).spec, "dataset": "digits"})
     for argv, message in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()

@@ -5,6 +5,7 @@ import torch
 
 from privquant.errors import ConfigError
 from privquant.models import build_model, count_parameters
+from privquant.models.info import model_info
 
 
 @pytest.mark.parametrize(
@@ -23,7 +24,7 @@ def test_models_build_and_run(name: str, shape: list[int], params: tuple[float, 
     assert params[0] <= count_parameters(m) <= params[1]
     out = m.eval()(torch.rand(2, *shape))
     assert out.shape == (2, 10)
-    assert m.privquant_spec["kwargs"]["input_shape"] == shape
+    assert model_info(m).spec["kwargs"]["input_shape"] == shape
 
 
 def test_normalization_is_inside_the_model() -> None:

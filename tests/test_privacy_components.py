@@ -14,6 +14,7 @@ import privquant.defenses.calibration as calibration
 from privquant.artifacts import ArtifactCache
 from privquant.defenses import VariantConfig, apply_transforms, train_model
 from privquant.defenses.base import REFERENCE_ORDER_SEED
+from privquant.models.info import model_info
 from privquant.pipeline import load_config, run_audit
 from privquant.quant import quant_layers
 from privquant.training import evaluate, predict_logits
@@ -62,7 +63,7 @@ def test_privacy_rounding_narrows_the_gap_that_nearest_rounding_keeps(overfit) -
         assert torch.allclose(layer.quantized_weight(), w, atol=1e-6)
         lo = torch.floor(w / layer.scale) + layer.zero
         assert ((lo >= layer.qmin) & (lo <= layer.qmax)).all()
-    info = rounded.privquant_defense_info
+    info = model_info(rounded).defense_info
     assert info["end_gap"] < info["start_gap"]
 
 
@@ -74,17 +75,17 @@ def _calibrate(target: float, audit_rows: int = 200) -> dict:
 
 def test_calibration_ships_the_most_accurate_candidate_that_meets_the_target(overfit) -> None:  # noqa: ANN001
     ds, ctx, model = overfit
-    loose = _deploy([_calibrate(0.99)], model, ctx).privquant_defense_info
+    loose = model_info(_deploy([_calibrate(0.99)], model, ctx)).defense_info
     aucs = [loose["candidate0_audit_auc"], loose["candidate1_audit_auc"]]
     accs = [loose["candidate0_audit_accuracy"], loose["candidate1_audit_accuracy"]]
     assert aucs[1] < aucs[0]  # the rounded 2-bit candidate is the less leaky one
     assert loose["target_met"] == 1 and loose["chosen"] == int(np.argmax(accs))
     # A target between the two: only the private candidate qualifies.
     middle = _deploy([_calibrate((aucs[0] + aucs[1]) / 2)], model, ctx)
-    assert middle.privquant_defense_info["chosen"] == 1
-    assert middle.privquant_defense_info["target_met"] == 1
+    assert model_info(middle).defense_info["chosen"] == 1
+    assert model_info(middle).defense_info["target_met"] == 1
     # Unreachable: the least leaky is shipped and the record says the target was missed.
-    missed = _deploy([_calibrate(0.5)], model, ctx).privquant_defense_info
+    missed = model_info(_deploy([_calibrate(0.5)], model, ctx)).defense_info
     assert missed["chosen"] == 1 and missed["target_met"] == 0
     assert missed["audit_auc"] == pytest.approx(aucs[1])
 

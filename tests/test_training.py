@@ -17,6 +17,7 @@ from privquant.artifacts import (
 )
 from privquant.data import load_dataset
 from privquant.errors import PrivquantError
+from privquant.models.info import model_info
 from privquant.training import TrainConfig, evaluate, predict_logits, train_new_model
 from privquant.training.augment import random_crop, random_flip, shift
 
@@ -121,7 +122,7 @@ def test_predict_logits_with_views(digits) -> None:
 def test_checkpoint_round_trip(tmp_path: Path, digits) -> None:
     model, _ = train_new_model("small_cnn", digits.x_train[:64], digits.y_train[:64], 10,
                                FAST.model_copy(update={"epochs": 1}), progress=False)  # fmt: skip
-    save_checkpoint(tmp_path / "ck", model, {"model": model.privquant_spec})
+    save_checkpoint(tmp_path / "ck", model, {"model": model_info(model).spec})
     loaded, meta = load_checkpoint(tmp_path / "ck")
     np.testing.assert_array_equal(
         predict_logits(loaded, digits.x_test), predict_logits(model, digits.x_test)

@@ -21,6 +21,7 @@ from privquant.defenses import DefenseContext, VariantConfig, apply_outputs, app
 from privquant.defenses.apply import train_model
 from privquant.defenses.recipes import default_recipe
 from privquant.errors import ConfigError
+from privquant.models.info import model_info
 from privquant.training import TrainConfig, evaluate
 
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -76,9 +77,7 @@ class DeployedModel:
         if quant_layers(self.quantized):
             export_quantized(self.quantized, folder)
         else:
-            save_checkpoint(
-                folder, self.quantized, {"model": getattr(self.quantized, "privquant_spec", None)}
-            )
+            save_checkpoint(folder, self.quantized, {"model": model_info(self.quantized).spec})
         save_output_stage(self.module, self.variant.output_steps, folder)
         atomic_write_json(folder / "defense.json", self.variant.model_dump(mode="json"))
         shape = tuple(self.train[0].shape[1:])

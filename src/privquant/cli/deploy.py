@@ -15,6 +15,7 @@ import privquant
 from privquant.cli.common import _at_least, _bits_argument, _count
 from privquant.errors import ConfigError, PrivquantError
 from privquant.metrics import AUC, TPR_1
+from privquant.models.info import model_info
 from privquant.population.owner import checkpoint_dataset, prepare_export_folder
 
 if TYPE_CHECKING:
@@ -76,11 +77,11 @@ def _deploy_checkpoint(args: argparse.Namespace, variant: VariantConfig) -> int:
     deployed = apply_transforms(variant.transform_steps, model, ctx)
     seconds = time.perf_counter() - start
     # A train-stage defense built a new model (its normalization fitted on its own data).
-    deployed.privquant_spec = getattr(model, "privquant_spec", None) or meta["model"]
+    model_info(deployed).spec = model_info(model).spec or meta["model"]
     if quant_layers(deployed):
         size = export_quantized(deployed, out)["size"]
     else:
-        save_checkpoint(out, deployed, {"model": deployed.privquant_spec, "dataset": ds.name})
+        save_checkpoint(out, deployed, {"model": model_info(deployed).spec, "dataset": ds.name})
         size = model_size(deployed)
     atomic_write_json(out / "defense.json", variant.model_dump(mode="json"))
     served = apply_outputs(variant.output_steps, deployed, ctx)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import privquant
 from privquant.cli.common import _count, _from_field
+from privquant.models.info import model_info
 from privquant.population.owner import prepare_export_folder
 
 
@@ -46,7 +47,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "command": "privquant " + " ".join(sys.argv[1:]),
     }
     if args.out:
-        meta = {"model": model.privquant_spec, "train": summary, "history": result.history,
+        meta = {"model": model_info(model).spec, "train": summary, "history": result.history,
                 "privquant_version": privquant.__version__}  # fmt: skip
         save_checkpoint(prepare_export_folder(Path(args.out), Path(args.out) / "none"), model, meta)
         summary["checkpoint"] = str(Path(args.out).resolve())

@@ -18,6 +18,7 @@ from torch import nn
 from privquant.data import seeded_subset
 from privquant.defenses.base import DefenseConfig, DefenseContext, register_defense
 from privquant.errors import ConfigError
+from privquant.models.info import model_info
 from privquant.quant import (
     QuantConfig,
     calibration_batches,
@@ -154,5 +155,5 @@ def _privacy_bits(config: PrivacyBitAllocation, model: nn.Module, ctx: DefenseCo
         qmodel, _ = quantization_aware_training(
             model, quant, ctx.x, ctx.y, train, calib, progress=False
         )
-    qmodel.privquant_bit_allocation = bits  # type: ignore[attr-defined]
+    model_info(qmodel).bit_allocation = bits
     return qmodel

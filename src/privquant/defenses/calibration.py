@@ -28,6 +28,7 @@ from torch import nn
 from privquant.defenses.base import DEFENSES, DefenseConfig, DefenseContext, register_defense
 from privquant.errors import ConfigError
 from privquant.metrics.roc import auc
+from privquant.models.info import model_info
 from privquant.training import predict_logits
 
 
@@ -163,8 +164,8 @@ def calibrate(
 @register_defense(PrivacyCalibration, "transform")
 def _calibrate(config: PrivacyCalibration, model: nn.Module, ctx: DefenseContext) -> nn.Module:
     chosen, info = calibrate(config, model, ctx)
-    chosen.privquant_defense_info = {  # type: ignore[attr-defined]
-        **(getattr(chosen, "privquant_defense_info", None) or {}),
+    model_info(chosen).defense_info = {
+        **(model_info(chosen).defense_info or {}),
         **info,
     }
     return chosen

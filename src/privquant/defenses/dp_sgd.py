@@ -20,6 +20,7 @@ from torch import nn
 
 from privquant.defenses.base import DefenseConfig, DefenseContext, register_defense
 from privquant.errors import ConfigError
+from privquant.models.info import model_info
 from privquant.models.layers import batchnorm_to_groupnorm
 from privquant.training import Callback, Trainer
 
@@ -119,8 +120,8 @@ def dp_train(config: DPSGD, ctx: DefenseContext) -> tuple[nn.Module, dict[str, f
     model = ctx.fresh_model(seed=train.seed)
     converted = batchnorm_to_groupnorm(model)
     if converted:
-        spec = dict(getattr(model, "privquant_spec", {}) or {})
-        model.privquant_spec = {**spec, "norm": "group"}  # type: ignore[attr-defined]
+        spec = dict(model_info(model).spec or {})
+        model_info(model).spec = {**spec, "norm": "group"}
         print(f"privquant: dp_sgd replaced {converted} BatchNorm layers by GroupNorm (per-example "
               "gradients need layers that do not mix the examples of a batch)", file=sys.stderr)  # fmt: skip
     for module in model.modules():  # in-place activations break Opacus' backward hooks
@@ -142,5 +143,5 @@ def dp_train(config: DPSGD, ctx: DefenseContext) -> tuple[nn.Module, dict[str, f
 @register_defense(DPSGD, "train")
 def _dp_sgd(config: DPSGD, ctx: DefenseContext) -> nn.Module:
     model, info = dp_train(config, ctx)
-    model.privquant_defense_info = info  # type: ignore[attr-defined]  # recorded with the checkpoint
+    model_info(model).defense_info = info  # recorded with the checkpoint
     return model

@@ -21,6 +21,7 @@ from torch import nn
 
 from privquant.defenses.base import DefenseConfig, DefenseContext, register_defense
 from privquant.errors import ConfigError
+from privquant.models.info import model_info
 from privquant.quant import QuantConfig, calibration_batches, quant_layers, quantize
 from privquant.quant.adaround import harden_rounding, init_rounding, rounding_penalty
 from privquant.training import evaluate
@@ -102,7 +103,7 @@ def _privacy_rounding(config: PrivacyRounding, model: nn.Module, ctx: DefenseCon
         qmodel, (ctx.x, ctx.y), (ctx.x_reference, ctx.y_reference), config, seed=ctx.seed
     )
     ref = evaluate(qmodel, ctx.x_reference, ctx.y_reference)
-    qmodel.privquant_defense_info = {  # type: ignore[attr-defined]
+    model_info(qmodel).defense_info = {
         **trace,
         "reference_accuracy": ref["accuracy"],
     }

@@ -9,6 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from privquant.defenses.base import DefenseConfig, DefenseContext, register_defense
+from privquant.models.info import model_info
 from privquant.training import Callback, RelaxLoss, evaluate
 
 
@@ -110,5 +111,5 @@ def _early_stopping(config: EarlyStopping, ctx: DefenseContext) -> nn.Module:
     x_val, y_val = ctx.reference_rows(config.validation_rows, "validation_rows")
     best = _BestEpoch(x_val, y_val, config.patience)
     model = ctx.train_fresh(callbacks=[best])
-    model.privquant_defense_info = {"stopped_at_epoch": float(best.best_epoch)}  # type: ignore[attr-defined]
+    model_info(model).defense_info = {"stopped_at_epoch": float(best.best_epoch)}
     return model

@@ -19,6 +19,7 @@ from torch import nn
 from privquant.artifacts.cache import source_digest
 from privquant.errors import ConfigError
 from privquant.models.cnn import small_cnn
+from privquant.models.info import model_info
 from privquant.models.layers import Normalize, batchnorm_to_groupnorm
 from privquant.models.mlp import mlp
 from privquant.models.resnet import resnet18, resnet20
@@ -174,7 +175,7 @@ def build_model(
     mean = list(mean) if mean is not None else [0.0] * n_norm
     std = list(std) if std is not None else [1.0] * n_norm
     model = nn.Sequential(Normalize(mean, std, image=image), net)
-    model.privquant_spec = {  # type: ignore[attr-defined]
+    model_info(model).spec = {
         "name": name,
         "kwargs": {
             "input_shape": shape,
@@ -192,7 +193,7 @@ def model_from_spec(spec: dict[str, Any]) -> nn.Sequential:
     model = build_model(spec["name"], **spec.get("kwargs", {}))
     if spec.get("norm") == "group":
         batchnorm_to_groupnorm(model)
-        model.privquant_spec = spec  # type: ignore[attr-defined]
+        model_info(model).spec = spec
     return model
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from privquant.data import Dataset
 from privquant.defenses import VariantConfig
 from privquant.models import build_model
+from privquant.models.info import model_info
 from privquant.models.registry import register_user_model
 from privquant.results import AuditResults
 from privquant.training import TrainConfig
@@ -109,7 +110,7 @@ def audit_model(
     if isinstance(model_fn, str):
         name, options = model_fn, dict(model_options or {})
         target = model
-        if not hasattr(target, "privquant_spec"):
+        if model_info(target).spec is None:
             raise ConfigError(f"model: a model of registered {name!r} is built by "
                               "privquant.models.build_model (it carries its spec)")  # fmt: skip
     else:

@@ -20,6 +20,7 @@ from torch import nn
 from privquant.artifacts import ArtifactCache, atomic_write_json, load_checkpoint, save_checkpoint
 from privquant.data import Dataset
 from privquant.defenses import DefenseConfig, apply_transforms, get_defense
+from privquant.models.info import model_info
 from privquant.population.jobs import context_for, model_factory
 from privquant.quant import export_quantized, load_quantized, quant_layers
 from privquant.quant.export import MANIFEST, fp32_size
@@ -82,7 +83,7 @@ def deploy_one(job: DeployJob, ds: Dataset, cache: ArtifactCache) -> Path:
     def build(folder: Path) -> None:
         model, meta = load_checkpoint(job.checkpoint)
         deployed = deploy_model(job, model, ds, cache=cache)
-        deployed.privquant_spec = meta["model"]
+        model_info(deployed).spec = meta["model"]
         if quant_layers(deployed):
             export_quantized(deployed, folder)
         else:  # a full-precision transform (e.g. a fine-tune): a plain checkpoint
@@ -90,7 +91,7 @@ def deploy_one(job: DeployJob, ds: Dataset, cache: ArtifactCache) -> Path:
         atomic_write_json(
             folder / "steps.json", [s.model_dump(mode="json") for s in job.transforms]
         )
-        info = getattr(deployed, "privquant_defense_info", None)
+        info = model_info(deployed).defense_info
         if info:  # what a transform measured or chose (e.g. the calibration's audit)
             atomic_write_json(folder / DEFENSE_INFO, info)
 

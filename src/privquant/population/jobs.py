@@ -19,6 +19,7 @@ from privquant.artifacts import ArtifactCache, save_checkpoint
 from privquant.data import Dataset
 from privquant.defenses import DefenseConfig, DefenseContext, get_defense, train_model
 from privquant.models import build_model, model_code
+from privquant.models.info import model_info
 from privquant.models.registry import fits_normalization
 from privquant.training import TrainConfig, channel_stats
 from privquant.training.device import seed_everything
@@ -114,10 +115,10 @@ def train_job_model(
 
 def checkpoint_meta(job: TrainJob, ds: Dataset, model: nn.Module) -> dict[str, Any]:
     """What a population model's checkpoint records beside its weights."""
-    return {"model": model.privquant_spec, "dataset": ds.name, "dataset_sha256": ds.checksum,
+    return {"model": model_info(model).spec, "dataset": ds.name, "dataset_sha256": ds.checksum,
             "n_members": int(len(job.members)), "train": job.train.model_dump(mode="json"),
             "defense": None if job.defense is None else job.defense.model_dump(mode="json"),
-            "defense_info": getattr(model, "privquant_defense_info", None),
+            "defense_info": model_info(model).defense_info,
             "privquant_version": privquant.__version__}  # fmt: skip
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from privquant.errors import ConfigError
+from privquant.models.info import model_info
 from privquant.quant.config import QuantConfig
 from privquant.quant.fake import act_params, fake_quant, weight_params
 from privquant.quant.modules import QuantLayer
@@ -40,9 +41,7 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, bool]:
             stacklevel=2,
         )
         return model, False
-    for attr in ("privquant_spec",):
-        if hasattr(model, attr):
-            setattr(folded, attr, getattr(model, attr))
+    model_info(folded).spec = model_info(model).spec  # fx rebuilds the module
     return folded, True
 
 
@@ -122,7 +121,7 @@ def quantize(
         from privquant.quant.adaround import adaround
 
         adaround(qmodel, model_fp=fp_folded, batches=batches)
-    qmodel.privquant_quant = {  # type: ignore[attr-defined]
+    model_info(qmodel).quant = {
         "config": config.model_dump(mode="json"),
         "layer_bits": bits,
         "bn_folded": folded,

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from privquant.models.info import model_info
 from privquant.quant.apply import (
     _set_module,
     calibrate_activations,
@@ -126,7 +127,7 @@ def prepare_batchnorm_qat(
         if batches is None:
             raise ValueError("calibration data is required for act_bits")
         calibrate_activations(qmodel, batches[: config.calibration_batches], config)
-    qmodel.privquant_batchnorm_pairs = pairs  # type: ignore[attr-defined]
+    model_info(qmodel).batchnorm_pairs = pairs
     return qmodel
 
 
@@ -154,9 +155,9 @@ def fold_trained_batchnorm(trained: nn.Module, config: QuantConfig) -> nn.Module
     """The deployable form of a :func:`prepare_batchnorm_qat` model after training: BatchNorm
     folded, the same integer codes on rescaled grids, structured exactly like
     :func:`quantize`'s output (so export and loading need nothing new)."""
-    if not hasattr(trained, "privquant_batchnorm_pairs"):
+    pairs = model_info(trained).batchnorm_pairs
+    if pairs is None:
         return trained.eval()  # prepare_batchnorm_qat fell back to folding first
-    pairs: dict[str, str] = trained.privquant_batchnorm_pairs
     trained = trained.eval()
     source = {
         name: (m.quant, m.bn) if isinstance(m, QuantConvBatchNorm) else (m, None)
@@ -179,6 +180,10 @@ def fold_trained_batchnorm(trained: nn.Module, config: QuantConfig) -> nn.Module
         layer.act_scale.copy_(quant.act_scale)
         layer.act_zero.copy_(quant.act_zero)
         layer.act_enabled = quant.act_enabled
-    folded.privquant_quant["config"] = config.model_dump(mode="json")  # type: ignore[index]
-    folded.privquant_quant["batchnorm"] = "train"  # type: ignore[index]
+    record = model_info(folded).quant or {}
+    model_info(folded).quant = {
+        **record,
+        "config": config.model_dump(mode="json"),
+        "batchnorm": "train",
+    }
     return folded

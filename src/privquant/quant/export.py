@@ -19,6 +19,7 @@ from torch import nn
 import privquant
 from privquant.artifacts.atomic import atomic_path, atomic_write_json
 from privquant.errors import PrivquantError
+from privquant.models.info import model_info
 from privquant.quant.apply import fold_batchnorm, quant_layers
 from privquant.quant.config import TERNARY
 from privquant.quant.fake import quantize_int
@@ -94,11 +95,11 @@ def export_quantized(model: nn.Module, folder: str | os.PathLike[str]) -> dict[s
     packed = sum(t["packed_bytes"] for t in table.values())
     scale_bytes = sum(tensors[f"{n}.scale"].nbytes + (0 if layers[n].symmetric else tensors[f"{n}.zero"].nbytes)
                       for n in layers)  # fmt: skip
-    quant_info = getattr(model, "privquant_quant", {})
+    quant_info = model_info(model).quant or {}
     manifest = {
         "format": "privquant-int/1",
         "privquant_version": privquant.__version__,
-        "model": getattr(model, "privquant_spec", None),
+        "model": model_info(model).spec,
         "bn_folded": quant_info.get("bn_folded", True),
         "quant_config": quant_info.get("config"),
         "layers": table,
@@ -195,7 +196,7 @@ def load_quantized(
     for name, info in manifest["layers"].items():
         model.get_submodule(name).act_enabled = info["act_bits"] is not None
     if spec:
-        model.privquant_spec = spec  # type: ignore[attr-defined]
+        model_info(model).spec = spec
     from privquant.defenses.serving import apply_saved_outputs
 
     return apply_saved_outputs(model.eval(), folder), manifest
