@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from typing import Any
 
@@ -146,7 +147,7 @@ def main() -> None:
                 "models_per_hour": 3600 * k / (per_step * steps_per_model),
                 "speedup_vs_alone": k * alone / per_step,
             }
-            print(f"{name} K={k}: {entry['stacked'][str(k)]}", flush=True)
+            print(f"{name} K={k}: {entry['stacked'][str(k)]}", file=sys.stderr, flush=True)
         best = max(
             [("alone", entry["alone"]["models_per_hour"])]
             + [(k, v["models_per_hour"]) for k, v in entry["stacked"].items()],
