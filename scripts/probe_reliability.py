@@ -394,18 +394,18 @@ def _images(folder: Path, n: int, seed: int) -> None:
 
 
 def _rows(o: Outcome) -> int:
-    return int(o.out.split(":")[1].split("train")[0])
+    return int(run_json(o)["train_size"])
 
 
 @case("4 user data", "images added to a folder are seen on the next load")
 def _(work: Path) -> str | None:
     _images(work / "imgs", 6, 0)
-    first = _rows(pq(work, "data info folder:imgs"))
+    first = _rows(pq(work, "data info folder:imgs --json"))
     _images(work / "imgs2", 9, 1)
     for c in ("cat", "dog"):
         for i in range(6, 9):
             shutil.copy(work / "imgs2" / "train" / c / f"{i}.png", work / "imgs" / "train" / c)
-    second = _rows(pq(work, "data info folder:imgs"))
+    second = _rows(pq(work, "data info folder:imgs --json"))
     return None if (first, second) == (12, 18) else f"counts {first} then {second}"
 
 
@@ -417,7 +417,7 @@ def _(work: Path) -> str | None:
         with zipfile.ZipFile(work / d / "imgs.zip", "w") as z:
             for p in (work / f"src_{d}").rglob("*.png"):
                 z.write(p, p.relative_to(work / f"src_{d}"))
-    a, b = (_rows(pq(work, f"data info folder:{d}/imgs.zip")) for d in ("one", "two"))
+    a, b = (_rows(pq(work, f"data info folder:{d}/imgs.zip --json")) for d in ("one", "two"))
     return None if (a, b) == (10, 14) else f"rows {a} and {b}"
 
 
