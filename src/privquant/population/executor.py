@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
 J = TypeVar("J")
+R = TypeVar("R")
 
 STACK_AUTO_CUDA = 32  # models trained at once on a GPU with ``stack: auto``
-R = TypeVar("R")
 
 
 class Executor(Protocol):
