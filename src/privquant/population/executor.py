@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from tqdm.auto import tqdm
 
 J = TypeVar("J")
@@ -186,9 +186,9 @@ class ExecutorConfig(BaseModel):
 
     @field_validator("workers", "stack")
     @classmethod
-    def _positive(cls, v: int | str) -> int | str:
+    def _positive(cls, v: int | str, info: ValidationInfo) -> int | str:
         if v != "auto" and v < 1:
-            raise ValueError("must be at least 1 (or auto)")
+            raise ValueError(f"{info.field_name} must be at least 1 (or auto)")
         return v
 
     def stack_size(self, device: str = "auto") -> int:
