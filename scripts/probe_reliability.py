@@ -155,9 +155,12 @@ def _(work: Path) -> str | None:
 # 2. A finished run is never destroyed ---------------------------------------------------------
 
 
-def _failing_rerun(work: Path, patch: str, *needles: str) -> str | None:
+def _failing_rerun(
+    work: Path, patch: str, *needles: str, replace: tuple[str, str] | None = None
+) -> str | None:
     before = digest(work / "r")
-    (work / "bad.yaml").write_text(BASE.replace("name: base", "name: bad") + patch)
+    text = BASE.replace("name: base", "name: bad") + patch
+    (work / "bad.yaml").write_text(text.replace(*replace) if replace else text)
     o = pq(work, "run bad.yaml --out r")
     if o.rc == 0:
         return "the failing config ran"
@@ -170,14 +173,8 @@ def _failing_rerun(work: Path, patch: str, *needles: str) -> str | None:
 
 @case("2 run folders", "rerun with loss_floor + targets self fails, the run stays")
 def _(work: Path) -> str | None:
-    patch = "  - {name: d, method: qat, quant: {weight_bits: 4}, loss_floor: 0.5, targets: self}\n"
-    cfg = BASE.replace("attacks:", patch.rstrip("\n") + "\nattacks:", 1)
-    (work / "bad.yaml").write_text(cfg.replace("name: base", "name: bad"))
-    before = digest(work / "r")
-    o = pq(work, "run bad.yaml --out r")
-    return one_line_error(o, "loss_floor") or (
-        None if digest(work / "r") == before else "run changed"
-    )
+    step = "  - {name: d, method: qat, quant: {weight_bits: 4}, loss_floor: 0.5, targets: self}"
+    return _failing_rerun(work, "", "loss_floor", replace=("attacks:", step + "\nattacks:"))
 
 
 @case("2 run folders", "rerun with cache_dir pointing at a file fails, the run stays")
