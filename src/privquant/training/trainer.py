@@ -102,6 +102,7 @@ class Trainer:
         objective: Objective | None = None,
         callbacks: Sequence[Callback] = (),
         poisson_sampling: bool = False,
+        augment_multiplicity: int = 1,
     ) -> None:
         self.config = config or TrainConfig()
         self.objective = objective or CrossEntropy(self.config.label_smoothing)
@@ -109,6 +110,17 @@ class Trainer:
         # DP-SGD's privacy accounting assumes each row joins each batch independently with
         # probability batch_size / N (batch sizes vary); shuffling into fixed batches does not.
         self.poisson_sampling = poisson_sampling
+        # DP-SGD with augmentation multiplicity (De et al. 2022): each sampled row enters the
+        # batch K times, each copy augmented anew; a callback averages its K per-example gradients
+        # before clipping, so a row still has one clipped gradient and the accounting is unchanged.
+        if augment_multiplicity < 1:
+            raise ValueError(f"augment_multiplicity: {augment_multiplicity} (expected >= 1)")
+        if augment_multiplicity > 1 and self.config.augment == "none":
+            raise ValueError(
+                f"augment_multiplicity {augment_multiplicity} with augment: none would repeat "
+                "identical copies; set the recipe's augment (e.g. crop+flip)"
+            )
+        self.augment_multiplicity = augment_multiplicity
         self.device = resolve_device(self.config.device)
 
     def _resolved(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainConfig:
@@ -147,6 +159,7 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
         gen = torch.Generator().manual_seed(cfg.seed)
         rate = min(1.0, cfg.batch_size / len(x_t))
+        copies = self.augment_multiplicity
         result = TrainResult(
             precision=str(amp_dtype or "fp32").replace("torch.", ""),
             device=str(self.device),
@@ -158,7 +171,7 @@ class Trainer:
         for epoch in range(cfg.epochs):
             perm = torch.randperm(len(x_t), generator=gen).to(self.device)
             loss_sum = torch.zeros((), device=self.device)
-            correct = torch.zeros((), device=self.device, dtype=torch.long)
+            correct = torch.zeros((), device=self.device)
             for s in range(steps_per_epoch):
                 if self.poisson_sampling:
                     idx = (torch.rand(len(x_t), generator=gen) < rate).nonzero()[:, 0]
@@ -171,13 +184,14 @@ class Trainer:
                         continue
                 else:
                     idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-                xb = augment_batch(to_model_input(x_t[idx]), cfg.augment, cfg.padding, gen)
+                rows = idx.repeat_interleave(copies) if copies > 1 else idx  # copies adjacent
+                xb = augment_batch(to_model_input(x_t[rows]), cfg.augment, cfg.padding, gen)
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
-                yb = y_t[idx]
+                yb = y_t[rows]
                 with autocast(self.device, amp_dtype):
                     logits = model(xb)
-                loss = self.objective(logits, yb, model=model, indices=idx)
+                loss = self.objective(logits, yb, model=model, indices=rows)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -190,7 +204,7 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_step_end(len(idx))
                 loss_sum += loss.detach() * len(idx)
-                correct += (logits.detach().argmax(1) == yb).sum()
+                correct += (logits.detach().argmax(1) == yb).sum() / copies
                 bar.update(1)
             stats = {
                 "epoch": epoch + 1,
