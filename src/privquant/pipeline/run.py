@@ -409,6 +409,26 @@ class RunLock:
         self.path.unlink(missing_ok=True)
 
 
+def prepared_split(
+    config: AuditConfig, dataset: Dataset | None = None
+) -> tuple[Dataset, MembershipSplit]:
+    """The dataset (canaries planted) and membership split that ``config`` audits: what every
+    stage, and anything tuned for the run (:mod:`privquant.pipeline.tune`), trains on."""
+    ds = dataset if dataset is not None else load_dataset(config.data.name)
+    split = make_split(len(ds.y_train), len(ds.y_test), config.data.pool_size, config.population.n_models,
+                       config.data.reference_size, config.data.test_size, seed=config.seed,
+                       balanced=config.population.balanced, population_size=config.data.population_size,
+                       population_part=config.data.population_source,
+                       ordered=config.data.rows == "ordered")  # fmt: skip
+    if config.population.target_members is not None:
+        split = split.with_target_members(config.population.target_members)
+    canaries = choose_canaries(
+        config.data.canaries, ds.y_train[split.pool], ds.num_classes, config.seed
+    )
+    ds = plant_in_dataset(ds, split.pool, canaries, config.seed)
+    return ds, split.with_canaries(canaries)
+
+
 def run_audit(
     config: AuditConfig,
     run_dir: str | Path,
@@ -435,19 +455,7 @@ def run_audit(
     if target is not None and config.data.canaries.count:
         raise ConfigError("data.canaries: a model trained beforehand never saw planted canaries; "
                           "audit it with canaries: {count: 0}")  # fmt: skip
-    ds = dataset if dataset is not None else load_dataset(config.data.name)
-    split = make_split(len(ds.y_train), len(ds.y_test), config.data.pool_size, config.population.n_models,
-                       config.data.reference_size, config.data.test_size, seed=config.seed,
-                       balanced=config.population.balanced, population_size=config.data.population_size,
-                       population_part=config.data.population_source,
-                       ordered=config.data.rows == "ordered")  # fmt: skip
-    if config.population.target_members is not None:
-        split = split.with_target_members(config.population.target_members)
-    canaries = choose_canaries(
-        config.data.canaries, ds.y_train[split.pool], ds.num_classes, config.seed
-    )
-    ds = plant_in_dataset(ds, split.pool, canaries, config.seed)
-    split = split.with_canaries(canaries)
+    ds, split = prepared_split(config, dataset)
     user_config, config = config, _preflight(config, ds)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):

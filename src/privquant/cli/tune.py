@@ -1,0 +1,60 @@
+"""``privquant tune``: a train-stage defense's hyperparameters, chosen on reference rows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from privquant.cli.common import _at_least
+from privquant.errors import ConfigError
+
+
+def _yaml_mapping(text: str, flag: str) -> dict[str, Any]:
+    import yaml
+
+    raw = Path(text).read_text() if Path(text).is_file() else text
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{flag}: not valid YAML ({e})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag}: expected a mapping, got {value!r}")
+    return value
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from privquant.pipeline import load_config
+    from privquant.pipeline.tune import tune_step
+
+    summary = tune_step(load_config(args.config), _yaml_mapping(args.step, "--step"),
+                        _yaml_mapping(args.grid, "--grid"), args.validation_rows, args.out,
+                        model_index=args.model_index)  # fmt: skip
+    for row in summary["points"]:
+        varied = {k: row["step"][k] for k in summary["grid"]}
+        info = row["defense_info"] or {}
+        eps = f"  epsilon {info['epsilon']:.3g}" if "epsilon" in info else ""
+        print(
+            f"{row['validation_accuracy']:.4f}  {json.dumps(varied)}{eps}  ({row['seconds']:.0f} s)"
+        )
+    print(f"best: {json.dumps(summary['best']['step'])} -> {Path(args.out) / 'tune.json'}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser(
+        "tune",
+        help="tune a train-stage defense (e.g. DP-SGD) on a validation split of the reference rows",
+    )
+    t.add_argument("config", help="the audit config whose model, recipe and members are tuned for")
+    t.add_argument("--step", required=True,
+                   help="the step, YAML (or a file), e.g. '{method: dp_sgd, epsilon: 8}'")  # fmt: skip
+    t.add_argument("--grid", required=True,
+                   help="values to try per field, YAML (or a file), e.g. '{lr: [1, 2, 4], max_grad_norm: [0.5, 1]}'")  # fmt: skip
+    t.add_argument("--validation-rows", type=_at_least(1), default=1000,
+                   help="reference rows held out to score each point (the rest stay the defense's)")  # fmt: skip
+    t.add_argument("--model-index", type=_at_least(0), default=0,
+                   help="the population model whose members, seed and recipe are used")  # fmt: skip
+    t.add_argument("--out", required=True, help="folder: one cached JSON per point, and tune.json")
+    t.set_defaults(func=_cmd_tune)

@@ -1,0 +1,121 @@
+"""Tune a train-stage defense the way its user could: on a validation split of the reference rows.
+
+A baseline is only as strong as its hyperparameters (Aerni et al. 2024 re-tune DP-SGD before
+comparing). Tuning here never looks at membership: each grid point trains one population model
+(``model_index``, on exactly the members, seed and recipe the audit gives it) and is scored by its
+accuracy on validation rows drawn from the defender's reference rows, which no model of the audit
+trains on. The rest of the reference rows stay available to the defense. Every point is cached
+(one JSON each, written atomically), so an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+from tqdm.auto import tqdm
+
+from privquant.artifacts import atomic_write_json
+from privquant.artifacts.cache import code_version, content_hash
+from privquant.defenses import VariantConfig, train_model
+from privquant.defenses.base import REFERENCE_ORDER_SEED
+from privquant.errors import ConfigError
+from privquant.models.info import model_info
+from privquant.pipeline.config import AuditConfig, format_errors
+
+
+def grid_points(step: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the ``grid`` values laid over ``step``, each validated as a step."""
+    if not isinstance(step, dict) or "method" not in step:
+        raise ConfigError(f"step: expected a mapping with a method, got {step!r}")
+    for field, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid.{field}: expected a non-empty list of values, got {values!r}")
+    fields = sorted(grid)
+    points = [{**step, **dict(zip(fields, combo, strict=True))}
+              for combo in itertools.product(*(grid[f] for f in fields))]  # fmt: skip
+    for i, point in enumerate(points):
+        try:
+            variant = VariantConfig(name="tune", steps=[point])
+        except ValidationError as e:
+            raise ConfigError(format_errors(e, f"grid point {i} {point}")) from None
+        if variant.train_step is None:
+            raise ConfigError(f"step: {step['method']} is not a train-stage method")
+    return points
+
+
+def tune_step(
+    config: AuditConfig,
+    step: dict[str, Any],
+    grid: dict[str, list[Any]],
+    validation_rows: int,
+    out: str | Path,
+    model_index: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``step`` at every grid point on model ``model_index``'s members; score each on
+    ``validation_rows`` reference rows. Returns (and writes to ``out/tune.json``) the points
+    ranked by validation accuracy."""
+    from privquant.pipeline.run import _preflight, prepared_split
+    from privquant.population import model_factory
+    from privquant.population.jobs import context_for
+    from privquant.population.train import population_jobs
+    from privquant.training import predict_logits
+
+    points = grid_points(step, grid)  # every point checked before anything trains
+    if not 0 <= model_index < config.population.n_models:
+        raise ConfigError(f"model_index: {model_index} (the population has {config.population.n_models} models)")  # fmt: skip
+    if validation_rows < 1 or validation_rows >= config.data.reference_size:
+        raise ConfigError(
+            f"validation_rows: {validation_rows}; expected 1 to data.reference_size - 1 "
+            f"({config.data.reference_size - 1}): the validation split comes from the reference rows"
+        )
+    ds, split = prepared_split(config)
+    config = _preflight(config, ds)
+    order = np.random.default_rng(REFERENCE_ORDER_SEED).permutation(len(split.reference))
+    validation = split.reference[np.sort(order[:validation_rows])]
+    rest = split.reference[np.sort(order[validation_rows:])]
+    job = population_jobs(split, config.model.name, config.train, config.model.options)[model_index]
+    model_fn = model_factory(config.model.name, ds.num_classes, config.model.options)
+    out = Path(out)
+    (out / "points").mkdir(parents=True, exist_ok=True)
+    identity = {"dataset": ds.checksum, "model": config.model.model_dump(mode="json"),
+                "train": job.train.model_dump(mode="json"), "members": job.members,
+                "validation": validation, "code": code_version()}  # fmt: skip
+    rows = []
+    for point in tqdm(points, desc="tune", unit="point", disable=not progress):
+        path = out / "points" / f"{content_hash({**identity, 'step': point})[:16]}.json"
+        if path.exists():
+            rows.append(_read_point(path))
+            continue
+        variant = VariantConfig(name="tune", steps=[point])
+        ctx = context_for(ds, job.members, rest, job.train, job.train.seed, model_fn)
+        start = time.perf_counter()
+        model = train_model(variant.train_step, ctx)
+        seconds = time.perf_counter() - start
+        pred = predict_logits(model, ds.x_train[validation]).argmax(1)
+        row = {"step": point, "validation_accuracy": float((pred == ds.y_train[validation]).mean()),
+               "seconds": seconds, "defense_info": model_info(model).defense_info}  # fmt: skip
+        atomic_write_json(path, row)
+        rows.append(row)
+    rows.sort(key=lambda r: -r["validation_accuracy"])
+    summary = {"config": config.name, "model_index": model_index, "members": int(len(job.members)),
+               "validation_rows": int(validation_rows), "grid": grid, "points": rows,
+               "best": rows[0]}  # fmt: skip
+    atomic_write_json(out / "tune.json", summary)
+    return summary
+
+
+def _read_point(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:  # a torn file cannot exist (atomic writes); a hand edit can
+        raise ConfigError(
+            f"{path}: not a tuning point record ({e}); delete it to retrain the point"
+        ) from None
