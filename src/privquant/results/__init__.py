@@ -1,6 +1,7 @@
 """Typed audit results (results.json): one schema for the pipeline, the report and the CLI."""
 
 from privquant.results.compare import compare_results
+from privquant.results.merge import merge_results
 from privquant.results.pareto import TradeoffPoint, non_dominated, tradeoff_points
 from privquant.results.schema import (
     FORMAT,
@@ -36,6 +37,7 @@ __all__ = [
     "VariantResult",
     "aggregate_targets",
     "compare_results",
+    "merge_results",
     "non_dominated",
     "tradeoff_points",
 ]
