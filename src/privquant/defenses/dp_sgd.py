@@ -50,6 +50,10 @@ class DPSGD(DefenseConfig):
     batch_size: int | None = Field(
         None, ge=1, description="expected (Poisson) batch size; None: the recipe's"
     )
+    momentum: float | None = Field(
+        None, ge=0, lt=1, description="None: the recipe's (DP-SGD's large learning rates "
+        "usually go with none)",
+    )  # fmt: skip
     accountant: Literal["rdp", "prv"] = "rdp"
 
     @model_validator(mode="after")
@@ -141,7 +145,7 @@ def dp_train(config: DPSGD, ctx: DefenseContext) -> tuple[nn.Module, dict[str, f
 
     n = len(ctx.x)
     updates: dict[str, Any] = {"precision": "fp32", "channels_last": False}
-    for field in ("epochs", "lr", "batch_size"):
+    for field in ("epochs", "lr", "batch_size", "momentum"):
         if getattr(config, field) is not None:
             updates[field] = getattr(config, field)
     # Per-example gradient hooks run in fp32 (bf16 activations would change the clipping).

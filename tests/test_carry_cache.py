@@ -1,0 +1,63 @@
+"""Finished models carried to a fresh machine's cache are used, not retrained (issue 25)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from privquant.pipeline import load_config, run_audit
+from privquant.results import AuditResults
+from privquant.results.merge import measured
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = {
+    "name": "carry",
+    "data": {"name": "digits", "pool_size": 300, "reference_size": 0, "population_size": 100, "test_size": 200},
+    "model": {"name": "mlp", "options": {"hidden": [32]}},
+    "train": {"epochs": 4, "batch_size": 32, "optimizer": "adam", "lr": 0.003, "precision": "fp32"},
+    "population": {"n_models": 3},
+    "variants": [{"name": "fp32"}, {"name": "ls", "steps": [{"method": "label_smoothing", "smoothing": 0.3}]}],
+    "attacks": ["loss"],
+    "bootstrap": 5,
+}  # fmt: skip
+
+
+def _carry(*args: str) -> dict:
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "carry_cache.py"), *args],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def test_carried_models_are_found_by_a_fresh_cache(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    first = {**CONFIG, "cache_dir": str(tmp_path / "cache1")}
+    run_audit(load_config(first), tmp_path / "run1", progress=False)
+    packed = _carry(
+        "pack", str(tmp_path / "cache1"), str(tmp_path / "carry.tar.gz"), "--defense", "none"
+    )
+    assert packed["entries"] == {"none": 3}  # the plain population only, not the label-smoothed one
+    assert _carry("unpack", str(tmp_path / "carry.tar.gz"), str(tmp_path / "cache2"))["added"] == 3
+    assert (
+        _carry("unpack", str(tmp_path / "carry.tar.gz"), str(tmp_path / "cache2"))["already_there"]
+        == 3
+    )
+
+    import privquant.population.jobs as jobs
+
+    trained: list[object] = []
+    real = jobs.train_model
+    monkeypatch.setattr(
+        jobs, "train_model", lambda step, ctx: trained.append(step) or real(step, ctx)
+    )
+    run_audit(
+        load_config({**CONFIG, "cache_dir": str(tmp_path / "cache2")}),
+        tmp_path / "run2",
+        progress=False,
+    )
+    assert len(trained) == 3 and all(s is not None for s in trained)  # only the ls models trained
+    a, b = (AuditResults.load(tmp_path / r) for r in ("run1", "run2"))
+    for name in a.variants:
+        assert measured(a.variants[name].model_dump(mode="json")) == measured(
+            b.variants[name].model_dump(mode="json")
+        )
