@@ -93,6 +93,14 @@ def _shokri(results: AuditResults, v: VariantResult, naive: bool) -> str:
     return " / ".join("–" if r is None else f"{100 * r:+.1f}%" for r in rel)
 
 
+def _shokri_paper(v: VariantResult) -> str:
+    """The paper's (Famili & Lao) table: the Shokri attack's accuracy, precision, recall, F1."""
+    q = v.attacks.get("shokri")
+    if q is None:
+        return "–"
+    return " / ".join(f"{100 * q.mean[k]:.1f}" for k in ("accuracy", "precision", "recall", "f1"))
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}%"
 
@@ -117,6 +125,8 @@ COLUMNS: dict[str, tuple[str, Cell]] = {
                    else f"{a:.3f}"),
     "shokri": ("Shokri Δacc / ΔTPR / ΔF1 vs FP32, adaptive (threshold-dependent)",
                lambda r, v: _shokri(r, v, False)),
+    "shokri_paper": ("Shokri acc / precision / recall / F1 %, adaptive (the paper's table; threshold-dependent)",
+                     lambda r, v: _shokri_paper(v)),
     "shokri_naive": ("same, attacker with a miscalibrated threshold (FP32 shadows)",
                      lambda r, v: _shokri(r, v, True)),
     "eps": ("DP ε", lambda r, v: "–" if not (v.defense_info or {}).get("epsilon")
