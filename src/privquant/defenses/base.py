@@ -30,6 +30,14 @@ from privquant.training import TrainConfig, Trainer, seed_everything
 
 Stage = Literal["train", "transform", "output"]
 REFERENCE_ORDER_SEED = 0
+
+
+def reference_order(n: int) -> np.ndarray:
+    """Positions 0..n-1 of the defender's reference rows in the one fixed shuffled order every
+    method (and the tuner's validation split) takes prefixes of."""
+    return np.random.default_rng(REFERENCE_ORDER_SEED).permutation(n)
+
+
 STAGE_ORDER: dict[str, int] = {"train": 0, "transform": 1, "output": 2}
 
 
@@ -79,8 +87,7 @@ class DefenseContext:
         first rows can be a few classes. The order is the same for every model and method, so a
         control and a defense asking for the same number of rows get the same rows.
         """
-        n = 0 if self.x_reference is None else len(self.x_reference)
-        return np.random.default_rng(REFERENCE_ORDER_SEED).permutation(n)
+        return reference_order(0 if self.x_reference is None else len(self.x_reference))
 
     def reference_positions(self, n: int | None, field: str) -> np.ndarray:
         """Positions (sorted) of ``n`` reference rows (None: all), a class-unbiased subset;

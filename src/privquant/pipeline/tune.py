@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from privquant.artifacts import atomic_write_json
 from privquant.artifacts.cache import code_version, content_hash
 from privquant.defenses import VariantConfig, train_model
-from privquant.defenses.base import REFERENCE_ORDER_SEED
+from privquant.defenses.base import reference_order
 from privquant.errors import ConfigError
 from privquant.models.info import model_info
 from privquant.pipeline.config import AuditConfig, format_errors
@@ -76,7 +76,7 @@ def tune_step(
         )
     ds, split = prepared_split(config)
     config = _preflight(config, ds)
-    order = np.random.default_rng(REFERENCE_ORDER_SEED).permutation(len(split.reference))
+    order = reference_order(len(split.reference))  # the prefix order every method uses
     validation = split.reference[np.sort(order[:validation_rows])]
     rest = split.reference[np.sort(order[validation_rows:])]
     job = population_jobs(split, config.model.name, config.train, config.model.options)[model_index]
