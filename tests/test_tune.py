@@ -75,3 +75,26 @@ def test_bad_sweeps_fail_before_anything_trains(tmp_path) -> None:  # noqa: ANN0
     code = main(["tune", str(tmp_path / "c.yaml"), "--step", "{method: dp_sgd, epsilon: 8}", "--grid", "{lr: []}",
                  "--out", str(tmp_path / "c")])  # fmt: skip
     assert code == 2 and not (tmp_path / "c").exists()
+
+
+def test_points_that_share_teachers_train_them_once(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    # A distillation recipe swept over temperature: the 2 sub-teachers are the same at every point,
+    # so 2 points cost 2 teachers + 2 students, not 4 teachers + 2 students.
+    from privquant.defenses.base import DefenseContext
+
+    calls = []
+    real = DefenseContext.train_fresh
+
+    def counting(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(len(args[0]) if args else len(self.x))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(DefenseContext, "train_fresh", counting)
+    config = load_config(CONFIG)
+    summary = tune_step(config, {"method": "split_distill", "teachers": 2}, {"temperature": [1.0, 3.0]},
+                        validation_rows=200, out=tmp_path, progress=False)  # fmt: skip
+    members = summary["members"]
+    # 2 teachers (half the members each) and 2 students (all of them)
+    assert len(calls) == 4 and calls.count(members) == 2, calls
+    assert {p["step"]["temperature"] for p in summary["points"]} == {1.0, 3.0}
+    assert all(p["validation_accuracy"] > 0.5 for p in summary["points"])

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import ValidationError
 from tqdm.auto import tqdm
 
-from privquant.artifacts import atomic_write_json
+from privquant.artifacts import ArtifactCache, atomic_write_json
 from privquant.artifacts.cache import code_version, content_hash
 from privquant.defenses import VariantConfig, train_model
 from privquant.defenses.base import reference_order
@@ -86,6 +86,10 @@ def tune_step(
     identity = {"dataset": ds.checksum, "model": config.model.model_dump(mode="json"),
                 "train": job.train.model_dump(mode="json"), "members": job.members,
                 "validation": validation, "code": code_version()}  # fmt: skip
+    # Points that differ only in how a defense uses its intermediates (a distillation's
+    # temperature, say) share them: sub-teachers train once per teacher set, not once per point.
+    cache = ArtifactCache(config.cache_dir or out / "cache")
+    shared = {"dataset": ds.checksum, "model": config.model.name, "options": config.model.options}
     rows = []
     for point in tqdm(points, desc="tune", unit="point", disable=not progress):
         path = out / "points" / f"{content_hash({**identity, 'step': point})[:16]}.json"
@@ -93,7 +97,7 @@ def tune_step(
             rows.append(_read_point(path))
             continue
         variant = VariantConfig(name="tune", steps=[point])
-        ctx = context_for(ds, job.members, rest, job.train, job.train.seed, model_fn)
+        ctx = context_for(ds, job.members, rest, job.train, job.train.seed, model_fn, cache, shared)
         start = time.perf_counter()
         model = train_model(variant.train_step, ctx)
         seconds = time.perf_counter() - start
