@@ -6,7 +6,7 @@ tar.gz small enough to commit; ``unpack`` adds them to a cache, safely extracted
 against its own manifest (size and sha256 per file) by the cache on first use. The entries are keyed
 by the code that trained them: resume from a worktree pinned to the same commit, or nothing matches.
 
-  python scripts/carry_cache.py pack runs/cache_regime_12500 carry.tar.gz --defense none split_distill
+  python scripts/carry_cache.py pack runs/cache_regime_12500 carry.tar.gz --defense none split_distill --teachers
   python scripts/carry_cache.py unpack carry.tar.gz runs/cache_regime_12500
 """
 
@@ -36,14 +36,23 @@ def _entries(cache: Path) -> list[tuple[Path, dict]]:
     return out
 
 
-def pack(cache: Path, archive: Path, defenses: list[str] | None) -> int:
+def _teacher_entries(cache: Path) -> list[Path]:
+    """Complete entries of split_distill's sub-teacher logits: a model whose defense was cut
+    off between its teachers resumes from the teachers that finished."""
+    return [m.parent for m in sorted(cache.glob(f"*/*/{ArtifactCache.MARKER}"))
+            if (m.parent / "logits.npz").is_file() and not (m.parent / "model.safetensors").exists()]  # fmt: skip
+
+
+def pack(cache: Path, archive: Path, defenses: list[str] | None, teachers: bool = False) -> int:
     chosen = []
     for entry, meta in _entries(cache):
         method = (meta.get("defense") or {}).get("method", "none")
         if defenses is None or method in defenses:
             chosen.append((entry, method))
+    if teachers:
+        chosen += [(entry, "split_distill teachers") for entry in _teacher_entries(cache)]
     if not chosen:
-        raise SystemExit(f"carry_cache: no complete model entries in {cache} match {defenses}")
+        raise SystemExit(f"carry_cache: no complete entries in {cache} match {defenses}")
     archive.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".carry.", suffix=".tar.gz", dir=archive.parent)
     os.close(fd)
@@ -88,12 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("archive", type=Path)
     a.add_argument("--defense", nargs="+", default=None,
                    help="only models of these train-stage methods ('none': plain training)")  # fmt: skip
+    a.add_argument("--teachers", action="store_true",
+                   help="also split_distill's finished sub-teachers (their logits)")  # fmt: skip
     b = sub.add_parser("unpack", help="ARCHIVE -> CACHE (entries already there are kept)")
     b.add_argument("archive", type=Path)
     b.add_argument("cache", type=Path)
     args = p.parse_args(argv)
     if args.command == "pack":
-        return pack(args.cache, args.archive, args.defense)
+        return pack(args.cache, args.archive, args.defense, args.teachers)
     return unpack(args.archive, args.cache)
 
 

@@ -61,3 +61,32 @@ def test_carried_models_are_found_by_a_fresh_cache(tmp_path, monkeypatch) -> Non
         assert measured(a.variants[name].model_dump(mode="json")) == measured(
             b.variants[name].model_dump(mode="json")
         )
+
+
+def test_carried_teachers_are_not_retrained(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    # A session can end between a model's sub-teachers; --teachers carries the finished ones.
+    config = {**CONFIG, "data": {**CONFIG["data"], "reference_size": 0},
+              "variants": [{"name": "fp32"}, {"name": "sd", "steps": [{"method": "split_distill", "teachers": 2}]}]}  # fmt: skip
+    run_audit(
+        load_config({**config, "cache_dir": str(tmp_path / "c1")}), tmp_path / "r1", progress=False
+    )
+    packed = _carry(
+        "pack", str(tmp_path / "c1"), str(tmp_path / "t.tar.gz"), "--defense", "none", "--teachers"
+    )
+    assert packed["entries"] == {"none": 3, "split_distill teachers": 6}  # 3 models x 2 teachers
+    _carry("unpack", str(tmp_path / "t.tar.gz"), str(tmp_path / "c2"))
+
+    from privquant.defenses.base import DefenseContext
+
+    sizes: list[int] = []
+    real = DefenseContext.train_fresh
+    monkeypatch.setattr(DefenseContext, "train_fresh",
+                        lambda self, *a, **k: sizes.append(len(a[0]) if a else len(self.x)) or real(self, *a, **k))  # fmt: skip
+    run_audit(
+        load_config({**config, "cache_dir": str(tmp_path / "c2")}), tmp_path / "r2", progress=False
+    )
+    assert len(sizes) == 3, sizes  # the 3 students, no teacher
+    a, b = (AuditResults.load(tmp_path / r) for r in ("r1", "r2"))
+    assert measured(a.variants["sd"].model_dump(mode="json")) == measured(
+        b.variants["sd"].model_dump(mode="json")
+    )
