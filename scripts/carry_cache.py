@@ -8,6 +8,11 @@ by the code that trained them: resume from a worktree pinned to the same commit,
 
   python scripts/carry_cache.py pack runs/cache_regime_12500 carry.tar.gz --defense none split_distill --teachers
   python scripts/carry_cache.py unpack carry.tar.gz runs/cache_regime_12500
+
+With ``pack --run RUN [--variants fp32]`` a finished part's signals and attack results of those variants
+travel too, and ``unpack --run NEXT_RUN`` puts them in the next part's run folder: the next part reads them
+(their keys match) rather than re-querying the carried models on another CPU, where fp32 logits can differ
+in the last bits, so the parts still merge exactly.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from pathlib import Path
 
 from privquant.artifacts import ArtifactCache
 from privquant.data.archive import safe_extract
+
+RUN_PREFIX = (
+    "run"  # archive folder of a part's carried signals (cache entries sit under 2-hex folders)
+)
 
 
 def _entries(cache: Path) -> list[tuple[Path, dict]]:
@@ -43,7 +52,26 @@ def _teacher_entries(cache: Path) -> list[Path]:
             if (m.parent / "logits.npz").is_file() and not (m.parent / "model.safetensors").exists()]  # fmt: skip
 
 
-def pack(cache: Path, archive: Path, defenses: list[str] | None, teachers: bool = False) -> int:
+def _run_files(run: Path, variants: list[str]) -> list[Path]:
+    """A finished part's signals and attack results of ``variants``: the next part, on another
+    host, reads them (their keys match) instead of re-querying the carried models, whose fp32
+    logits could differ there in the last bits, so a merge of the parts stays exact."""
+    files = []
+    for v in variants:
+        found = [
+            run / "signals" / f"{v}.npz",
+            run / "signals" / f"{v}.json",
+            run / "attacks" / f"{v}.json",
+        ]
+        missing = [str(f) for f in found if not f.is_file()]
+        if missing:
+            raise SystemExit(f"carry_cache: --run {run}: variant {v} has no {', '.join(missing)}")
+        files += found
+    return files
+
+
+def pack(cache: Path, archive: Path, defenses: list[str] | None, teachers: bool = False,
+         run: Path | None = None, variants: tuple[str, ...] = ()) -> int:  # fmt: skip
     chosen = []
     for entry, meta in _entries(cache):
         method = (meta.get("defense") or {}).get("method", "none")
@@ -51,6 +79,7 @@ def pack(cache: Path, archive: Path, defenses: list[str] | None, teachers: bool 
             chosen.append((entry, method))
     if teachers:
         chosen += [(entry, "split_distill teachers") for entry in _teacher_entries(cache)]
+    run_files = _run_files(run, list(variants)) if run is not None else []
     if not chosen:
         raise SystemExit(f"carry_cache: no complete entries in {cache} match {defenses}")
     archive.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +89,8 @@ def pack(cache: Path, archive: Path, defenses: list[str] | None, teachers: bool 
         with tarfile.open(tmp, "w:gz") as tar:
             for entry, _ in chosen:
                 tar.add(entry, arcname=str(entry.relative_to(cache)))
+            for f in run_files:
+                tar.add(f, arcname=f"{RUN_PREFIX}/{f.relative_to(run)}")
         os.replace(tmp, archive)  # a half-written archive never carries the final name
     finally:
         if os.path.exists(tmp):
@@ -67,15 +98,32 @@ def pack(cache: Path, archive: Path, defenses: list[str] | None, teachers: bool 
     counts: dict[str, int] = {}
     for _, method in chosen:
         counts[method] = counts.get(method, 0) + 1
-    print(json.dumps({"archive": str(archive), "entries": counts, "bytes": archive.stat().st_size}))
+    out = {"archive": str(archive), "entries": counts, "bytes": archive.stat().st_size}
+    if run_files:
+        out["run_files"] = [str(f.relative_to(run)) for f in run_files]
+    print(json.dumps(out))
     return 0
 
 
-def unpack(archive: Path, cache: Path) -> int:
+def unpack(archive: Path, cache: Path, run: Path | None = None) -> int:
     cache.mkdir(parents=True, exist_ok=True)
     added = kept = 0
+    placed: list[str] = []
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         root = safe_extract(archive, Path(tmp) / "entries")  # no links, nothing outside
+        carried = root / RUN_PREFIX
+        if carried.is_dir():
+            if run is None:
+                raise SystemExit(
+                    f"carry_cache: {archive} carries a part's signals; say where with --run RUN_DIR"
+                )
+            for f in sorted(p for p in carried.rglob("*") if p.is_file()):
+                final = run / f.relative_to(carried)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                if not final.exists():  # a file the part already wrote is its own; keep it
+                    os.replace(f, final)
+                    placed.append(str(f.relative_to(carried)))
+            shutil.rmtree(carried)
         for marker in sorted(root.glob(f"*/*/{ArtifactCache.MARKER}")):
             entry = marker.parent
             final = cache / entry.relative_to(root)
@@ -85,7 +133,10 @@ def unpack(archive: Path, cache: Path) -> int:
             final.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(entry), final)
             added += 1
-    print(json.dumps({"cache": str(cache), "added": added, "already_there": kept}))
+    out = {"cache": str(cache), "added": added, "already_there": kept}
+    if placed:
+        out["run_files"] = placed
+    print(json.dumps(out))
     return 0
 
 
@@ -99,13 +150,26 @@ def main(argv: list[str] | None = None) -> int:
                    help="only models of these train-stage methods ('none': plain training)")  # fmt: skip
     a.add_argument("--teachers", action="store_true",
                    help="also split_distill's finished sub-teachers (their logits)")  # fmt: skip
+    a.add_argument(
+        "--run",
+        type=Path,
+        default=None,
+        help="a finished part's run folder, to carry --variants from",
+    )
+    a.add_argument("--variants", nargs="+", default=["fp32"],
+                   help="with --run: variants whose signals and attack results travel (default fp32)")  # fmt: skip
     b = sub.add_parser("unpack", help="ARCHIVE -> CACHE (entries already there are kept)")
     b.add_argument("archive", type=Path)
     b.add_argument("cache", type=Path)
+    b.add_argument(
+        "--run", type=Path, default=None, help="the next part's run folder (for carried signals)"
+    )
     args = p.parse_args(argv)
     if args.command == "pack":
-        return pack(args.cache, args.archive, args.defense, args.teachers)
-    return unpack(args.archive, args.cache)
+        return pack(
+            args.cache, args.archive, args.defense, args.teachers, args.run, tuple(args.variants)
+        )
+    return unpack(args.archive, args.cache, args.run)
 
 
 if __name__ == "__main__":

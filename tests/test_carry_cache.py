@@ -90,3 +90,44 @@ def test_carried_teachers_are_not_retrained(tmp_path, monkeypatch) -> None:  # n
     assert measured(a.variants["sd"].model_dump(mode="json")) == measured(
         b.variants["sd"].model_dump(mode="json")
     )
+
+
+def test_a_parts_carried_signals_are_read_not_requeried(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    # The next part runs on another CPU: FP32's signals travel with its models, so FP32 in both parts
+    # is the same to the last digit (what privquant merge asks) without querying the models again.
+    run_audit(
+        load_config({**CONFIG, "cache_dir": str(tmp_path / "c1")}), tmp_path / "r1", progress=False
+    )
+    packed = _carry("pack", str(tmp_path / "c1"), str(tmp_path / "p.tar.gz"), "--defense", "none",
+                    "--run", str(tmp_path / "r1"))  # fmt: skip
+    assert packed["run_files"] == ["signals/fp32.npz", "signals/fp32.json", "attacks/fp32.json"]
+    unpacked = _carry(
+        "unpack", str(tmp_path / "p.tar.gz"), str(tmp_path / "c2"), "--run", str(tmp_path / "r2")
+    )
+    assert unpacked["added"] == 3 and len(unpacked["run_files"]) == 3
+
+    import privquant.pipeline.run as run
+
+    queried: list[int] = []
+    real = run.query_one
+    monkeypatch.setattr(
+        run,
+        "query_one",
+        lambda job, *a, **k: queried.append(job.deploy.index) or real(job, *a, **k),
+    )
+    part2 = {**CONFIG, "cache_dir": str(tmp_path / "c2"),
+             "variants": [{"name": "fp32"}, {"name": "ls2", "steps": [{"method": "label_smoothing", "smoothing": 0.1}]}]}  # fmt: skip
+    run_audit(load_config(part2), tmp_path / "r2", progress=False)
+    assert sorted(queried) == [0, 1, 2]  # the new variant's models only
+    a, b = (AuditResults.load(tmp_path / r) for r in ("r1", "r2"))
+    assert measured(a.variants["fp32"].model_dump(mode="json")) == measured(
+        b.variants["fp32"].model_dump(mode="json")
+    )
+    missing = subprocess.run([sys.executable, str(ROOT / "scripts" / "carry_cache.py"), "pack", str(tmp_path / "c1"),
+                              str(tmp_path / "q.tar.gz"), "--run", str(tmp_path / "r1"), "--variants", "nope"],
+                             capture_output=True, text=True)  # fmt: skip
+    assert (
+        missing.returncode != 0
+        and "variant nope" in missing.stderr
+        and not (tmp_path / "q.tar.gz").exists()
+    )
