@@ -33,6 +33,14 @@ def test_a_sweep_ranks_points_on_reference_rows_and_resumes(tmp_path, monkeypatc
     assert accs == sorted(accs, reverse=True) and summary["best"] == summary["points"][0]
     # A weight decay of 100 cannot fit digits: the sweep must tell the two apart, and pick the small one.
     assert summary["best"]["step"]["value"] == 1e-5 and accs[0] > 0.8 and accs[0] - accs[1] > 0.15
+    # Beside the points, the same model without a defense: what the costs are relative to.
+    plain = summary["plain"]
+    assert plain["step"] is None and plain["validation_accuracy"] > 0.8
+    for p in summary["points"]:
+        assert p["accuracy_cost_vs_plain"] == pytest.approx(
+            plain["validation_accuracy"] - p["validation_accuracy"]
+        )
+    assert summary["points"][-1]["accuracy_cost_vs_plain"] > 0.15
     assert summary["members"] == int(prepared_split(config)[1].members(0).size)
     assert json.loads((tmp_path / "tune.json").read_text())["points"] == summary["points"]
     # Rerun: every point comes from its record, nothing trains.
@@ -94,7 +102,7 @@ def test_points_that_share_teachers_train_them_once(tmp_path, monkeypatch) -> No
     summary = tune_step(config, {"method": "split_distill", "teachers": 2}, {"temperature": [1.0, 3.0]},
                         validation_rows=200, out=tmp_path, progress=False)  # fmt: skip
     members = summary["members"]
-    # 2 teachers (half the members each) and 2 students (all of them)
-    assert len(calls) == 4 and calls.count(members) == 2, calls
+    # 2 teachers (half the members each), 2 students and the undefended model (all of them)
+    assert len(calls) == 5 and calls.count(members) == 3, calls
     assert {p["step"]["temperature"] for p in summary["points"]} == {1.0, 3.0}
     assert all(p["validation_accuracy"] > 0.5 for p in summary["points"])

@@ -31,13 +31,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     summary = tune_step(load_config(args.config), _yaml_mapping(args.step, "--step"),
                         _yaml_mapping(args.grid, "--grid"), args.validation_rows, args.out,
                         model_index=args.model_index)  # fmt: skip
+    plain = summary["plain"]
+    print(f"{plain['validation_accuracy']:.4f}  no defense  ({plain['seconds']:.0f} s)")
     for row in summary["points"]:
         varied = {k: row["step"][k] for k in summary["grid"]}
         info = row["defense_info"] or {}
         eps = f"  epsilon {info['epsilon']:.3g}" if "epsilon" in info else ""
-        print(
-            f"{row['validation_accuracy']:.4f}  {json.dumps(varied)}{eps}  ({row['seconds']:.0f} s)"
-        )
+        print(f"{row['validation_accuracy']:.4f}  {json.dumps(varied)}{eps}  "
+              f"({row['seconds']:.0f} s, {row['seconds_vs_plain']:.1f}x no defense)")  # fmt: skip
     print(f"best: {json.dumps(summary['best']['step'])} -> {Path(args.out) / 'tune.json'}")
     return 0
 

@@ -58,8 +58,10 @@ def tune_step(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``step`` at every grid point on model ``model_index``'s members; score each on
-    ``validation_rows`` reference rows. Returns (and writes to ``out/tune.json``) the points
-    ranked by validation accuracy."""
+    ``validation_rows`` reference rows, beside the same model trained without a defense
+    (``plain``). Returns (and writes to ``out/tune.json``) the points ranked by validation
+    accuracy, each with its accuracy cost and training time relative to ``plain``. A point that
+    reused sub-teachers an earlier point trained counts only its own training time."""
     from privquant.pipeline.run import _preflight, prepared_split
     from privquant.population import model_factory
     from privquant.population.jobs import context_for
@@ -90,25 +92,34 @@ def tune_step(
     # temperature, say) share them: sub-teachers train once per teacher set, not once per point.
     cache = ArtifactCache(config.cache_dir or out / "cache")
     shared = {"dataset": ds.checksum, "model": config.model.name, "options": config.model.options}
-    rows = []
-    for point in tqdm(points, desc="tune", unit="point", disable=not progress):
-        path = out / "points" / f"{content_hash({**identity, 'step': point})[:16]}.json"
+
+    def scored(name: str, step: dict[str, Any] | None) -> dict[str, Any]:
+        path = out / "points" / f"{name}{content_hash({**identity, 'step': step})[:16]}.json"
         if path.exists():
-            rows.append(_read_point(path))
-            continue
-        variant = VariantConfig(name="tune", steps=[point])
+            return _read_point(path)
+        train_step = None if step is None else VariantConfig(name="tune", steps=[step]).train_step
         ctx = context_for(ds, job.members, rest, job.train, job.train.seed, model_fn, cache, shared)
         start = time.perf_counter()
-        model = train_model(variant.train_step, ctx)
+        model = train_model(train_step, ctx)
         seconds = time.perf_counter() - start
         pred = predict_logits(model, ds.x_train[validation]).argmax(1)
-        row = {"step": point, "validation_accuracy": float((pred == ds.y_train[validation]).mean()),
+        row = {"step": step, "validation_accuracy": float((pred == ds.y_train[validation]).mean()),
                "seconds": seconds, "defense_info": model_info(model).defense_info}  # fmt: skip
         atomic_write_json(path, row)
-        rows.append(row)
+        return row
+
+    # The undefended model on the same members and validation rows: what each point's accuracy
+    # and training time are relative to (a defense's cost is measured, not assumed).
+    plain = scored("plain-", None)
+    rows = [
+        scored("", point) for point in tqdm(points, desc="tune", unit="point", disable=not progress)
+    ]
+    for row in rows:
+        row["accuracy_cost_vs_plain"] = plain["validation_accuracy"] - row["validation_accuracy"]
+        row["seconds_vs_plain"] = row["seconds"] / plain["seconds"]
     rows.sort(key=lambda r: -r["validation_accuracy"])
     summary = {"config": config.name, "model_index": model_index, "members": int(len(job.members)),
-               "validation_rows": int(validation_rows), "grid": grid, "points": rows,
+               "validation_rows": int(validation_rows), "grid": grid, "plain": plain, "points": rows,
                "best": rows[0]}  # fmt: skip
     atomic_write_json(out / "tune.json", summary)
     return summary
