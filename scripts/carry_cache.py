@@ -29,9 +29,8 @@ from pathlib import Path
 from privquant.artifacts import ArtifactCache
 from privquant.data.archive import safe_extract
 
-RUN_PREFIX = (
-    "run"  # archive folder of a part's carried signals (cache entries sit under 2-hex folders)
-)
+# The archive folder of a part's carried signals (cache entries sit under 2-hex-digit folders).
+RUN_PREFIX = "run"
 
 
 def _entries(cache: Path) -> list[tuple[Path, dict]]:
