@@ -65,8 +65,8 @@ def test_carried_models_are_found_by_a_fresh_cache(tmp_path, monkeypatch) -> Non
 
 def test_carried_teachers_are_not_retrained(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     # A session can end between a model's sub-teachers; --teachers carries the finished ones.
-    config = {**CONFIG, "data": {**CONFIG["data"], "reference_size": 0},
-              "variants": [{"name": "fp32"}, {"name": "sd", "steps": [{"method": "split_distill", "teachers": 2}]}]}  # fmt: skip
+    config = {**CONFIG, "variants": [{"name": "fp32"},
+                                     {"name": "sd", "steps": [{"method": "split_distill", "teachers": 2}]}]}  # fmt: skip
     run_audit(
         load_config({**config, "cache_dir": str(tmp_path / "c1")}), tmp_path / "r1", progress=False
     )
