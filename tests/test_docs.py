@@ -103,3 +103,52 @@ def test_readme_yaml_variants_validate() -> None:
         config = load_config({"data": {"name": "digits", "pool_size": 300}, "model": {"name": "mlp"},
                               "variants": variants})  # fmt: skip
         assert [v.name for v in config.variants] == [v["name"] for v in variants]
+
+
+# Configs kept as they ran, whose control ran elsewhere (and the doc shows it beside them).
+CONTROL_ELSEWHERE = {
+    # issue 10, code 8fa79ec: the DMP rows' control is the main ResNet-20 run's, same split
+    # (docs/results/defense.md, "control: FP32 on members + the same 2,500 rows (main run)")
+    "cifar10_resnet20_components2.yaml",
+}
+
+
+def _rows_trained_on(step: object, reference_size: int) -> int:
+    """Defender reference rows a step's model learns from (early stopping only selects: 0)."""
+    method = getattr(step, "method", "")
+    if method == "split_distill":
+        return step.reference_rows
+    if method == "reference_distill":
+        return step.reference_rows or reference_size  # None: all of them
+    return 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "configs").glob("*.yaml"))
+    + sorted((ROOT / "benchmarks").rglob("config.yaml"))
+    + [ROOT / "src" / "privquant" / "pipeline" / "demo.yaml"],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_every_shipped_config_validates_and_carries_its_controls(path: Path) -> None:
+    """A config the docs tell people to run must load; one whose defense trains on reference rows
+    must also list the members-plus-reference-rows control, so the extra data is not credited to
+    the defense."""
+    from privquant.pipeline import load_config
+
+    config = load_config(path)
+    size = config.data.reference_size
+    rows = {n for v in config.variants for step in v.steps if (n := _rows_trained_on(step, size))}
+    controls = {
+        step.rows
+        for v in config.variants
+        for step in v.steps
+        if step.method == "with_reference_rows"
+    }
+    if path.name in CONTROL_ELSEWHERE:
+        assert rows and not controls  # still true, or the exemption is stale
+        return
+    assert not rows or controls, f"{path.name}: trains on reference rows without a control variant"
+    assert rows <= controls, (
+        f"{path.name}: controls add {sorted(controls)} rows, defenses {sorted(rows)}"
+    )
