@@ -15,11 +15,23 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 import privquant
-from privquant.cli import attack, compare, data, deploy, evaluate, merge, run, signals, train, tune
+from privquant.cli import (
+    attack,
+    compare,
+    data,
+    deploy,
+    evaluate,
+    merge,
+    plan,
+    run,
+    signals,
+    train,
+    tune,
+)
 from privquant.cli.common import CONFIG_FLAGS, check_out
 from privquant.errors import PrivquantError
 
-COMMANDS = (data, train, attack, signals, deploy, evaluate, run, compare, merge, tune)
+COMMANDS = (data, train, attack, signals, deploy, evaluate, run, plan, compare, merge, tune)
 
 __all__ = ["CONFIG_FLAGS", "build_parser", "check_out", "main"]
 

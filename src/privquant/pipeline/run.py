@@ -89,6 +89,25 @@ def _train_populations(
     return populations
 
 
+def signals_key(
+    config: AuditConfig, variant: VariantConfig, ds: Dataset, split: MembershipSplit
+) -> str:
+    """Everything that determines a variant's signals: an edited config never reuses stale ones."""
+    return content_hash({"code": code_version(SIGNALS_CODE), "config": config.identity("signals"),
+                         "steps": _steps_identity(variant), "data": ds.checksum, "pool": split.pool,
+                         "keep": split.keep, "reference": split.reference, "test": split.test,
+                         "population": split.population, "population_part": split.population_part})  # fmt: skip
+
+
+def signals_cached(
+    config: AuditConfig, variant: VariantConfig, ds: Dataset, split: MembershipSplit, run_dir: Path
+) -> bool:
+    """Whether ``run_dir`` holds this variant's signals for exactly this config and code."""
+    sig_path = run_dir / "signals" / f"{variant.name}.npz"
+    meta = _read_if_key(sig_path.with_suffix(".json"), signals_key(config, variant, ds, split))
+    return meta is not None and sig_path.is_file()
+
+
 def _signals_for_variant(
     config: AuditConfig,
     variant: VariantConfig,
@@ -102,11 +121,7 @@ def _signals_for_variant(
 ) -> tuple[Signals, dict]:
     sig_path = run_dir / "signals" / f"{variant.name}.npz"
     meta_path = sig_path.with_suffix(".json")
-    # Everything that determines these signals: an edited config never reuses stale ones.
-    key = content_hash({"code": code_version(SIGNALS_CODE), "config": config.identity("signals"),
-                        "steps": _steps_identity(variant), "data": ds.checksum, "pool": split.pool,
-                        "keep": split.keep, "reference": split.reference, "test": split.test,
-                        "population": split.population, "population_part": split.population_part})  # fmt: skip
+    key = signals_key(config, variant, ds, split)
     meta = _read_if_key(meta_path, key)
     if meta is not None and sig_path.is_file():
         try:

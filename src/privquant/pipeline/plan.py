@@ -1,0 +1,331 @@
+"""What a run still has to compute, and about how long that takes on this machine, before it starts.
+
+A long audit is sized from a per-model time measured on the machine that runs it (hosts here
+have differed 3x). :func:`plan_run` draws the run's split, looks up every model, sub-teacher,
+deployed model and signals file the run would use (under the keys the run uses, so what it
+finds is what the run will find), times one training step and one inference batch of the
+config's model here, and prices what is missing in units of one plain model's training.
+
+The prices are a model, not a measurement of the run: on the hosts measured, training as
+runs do it took 0.8-1.05x the time the step timing predicts (data augmentation, evaluation);
+DP-SGD's factor comes from docs/results/dp_throughput.md. Attacks (minutes) are not priced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from privquant.artifacts import ArtifactCache
+from privquant.data import Dataset
+from privquant.defenses import DefenseConfig
+from privquant.membership import MembershipSplit
+from privquant.pipeline.config import AuditConfig
+from privquant.pipeline.run import (
+    _population_key,
+    _preflight,
+    _timing_sample,
+    prepared_split,
+    signals_cached,
+)
+
+# Plain-model trainings per model for train-stage methods that cost about one; the others are
+# priced in _train_units from their own fields.
+ONE_TRAINING = {"relaxloss", "hamp", "label_smoothing", "weight_decay", "early_stopping"}
+# DP-SGD's per-example gradients against plain bf16 training, rows/s on the AMX host
+# (docs/results/dp_throughput.md): 8.1x at augmentation multiplicity 1, 44x at 4.
+DP_FACTOR = {1: 8.1, 4: 44.0}
+QAT_FACTOR = 1.25  # a QAT epoch against a plain one (fake quantization, BatchNorm kept live)
+TRAIN_SECONDS = 2.0  # timing budget of each measurement
+
+
+@dataclass
+class PopulationPlan:
+    """One population (plain, or one train-stage defense) and what of it is missing."""
+
+    train_step: str
+    variants: list[str]
+    models: int
+    cached: int
+    units_per_model: float  # plain-model trainings one missing model costs
+    teachers_cached: int = 0  # split_distill: sub-teachers of missing models already cached
+    teacher_units: float = 0.0  # what one cached teacher saves
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VariantPlan:
+    """One variant's deployment (transform steps) and queries."""
+
+    name: str
+    signals_cached: bool
+    transforms_to_run: int
+    transform_units: float  # plain-model trainings per transformed model
+    query_images: int  # images the variant's queries still have to run through a model
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunPlan:
+    name: str
+    cache_dir: str
+    run_dir: str
+    members_per_model: float
+    epochs: int
+    precision: str
+    train_images_per_second: float
+    infer_images_per_second: float
+    plain_model_seconds: float
+    cpu_share: float  # of the timing's wall time x threads, the CPU time this process got
+    populations: list[PopulationPlan]
+    variants: list[VariantPlan]
+    total_seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self) -> str:
+        lines = [
+            f"plan: {self.name} (cache {self.cache_dir}, run folder {self.run_dir})",
+            f"measured here: training {self.precision} {self.train_images_per_second:,.0f} img/s, "
+            f"inference {self.infer_images_per_second:,.0f} img/s; one plain model "
+            f"({self.members_per_model:,.0f} members x {self.epochs} epochs) ~ "
+            f"{_duration(self.plain_model_seconds)}",
+            "",
+            f"{'population':<22} {'models':>6} {'cached':>6} {'cost/model':>10} {'to do':>9}"
+            "  variants",
+        ]
+        for p in self.populations:
+            extra = f" ({p.teachers_cached} sub-teachers cached)" if p.teachers_cached else ""
+            lines.append(
+                f"{p.train_step:<22} {p.models:>6} {p.cached:>6} {p.units_per_model:>9.2f}x "
+                f"{_duration(p.seconds):>9}  {', '.join(p.variants)}{extra}"
+            )
+        lines += [
+            "",
+            f"{'variant':<22} {'signals':>8} {'deploy':>6} {'query img':>10} {'to do':>9}",
+        ]
+        for v in self.variants:
+            lines.append(
+                f"{v.name:<22} {'cached' if v.signals_cached else 'to do':>8} "
+                f"{v.transforms_to_run:>6} {v.query_images:>10,} {_duration(v.seconds):>9}"
+            )
+        lines += ["", f"total: ~{_duration(self.total_seconds)} (attacks not included)"]
+        notes = [*self.notes, *(n for p in self.populations for n in p.notes)]
+        notes += [n for v in self.variants for n in v.notes]
+        lines += [f"note: {n}" for n in dict.fromkeys(notes)]
+        return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds <= 0:
+        return "0"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _train_units(
+    step: DefenseConfig | None, members: float, epochs: int, reference_size: int
+) -> tuple[float, float, list[str]]:
+    """(plain trainings per model, of which one sub-teacher, notes) for a train stage."""
+    if step is None:
+        return 1.0, 0.0, []
+    method = step.method
+    if method == "split_distill":
+        teacher = 1 - step.exclusions / step.teachers  # each trains without its withheld share
+        student = (members + step.reference_rows) / members
+        return step.teachers * teacher + student, teacher, []
+    if method == "reference_distill":
+        rows = step.reference_rows or reference_size
+        return 1 + rows / members, 0.0, []
+    if method == "with_reference_rows":
+        return (members + step.rows) / members, 0.0, []
+    if method == "dp_sgd":
+        k = step.augment_multiplicity
+        factor = DP_FACTOR.get(k, DP_FACTOR[4] / 4 * k)
+        return (
+            factor * (step.epochs or epochs) / epochs,
+            0.0,
+            [f"dp_sgd priced at {factor:g}x plain (multiplicity {k}, one host's measurement)"],
+        )
+    if method in ONE_TRAINING:
+        notes = ["early_stopping priced as the full recipe (it may stop sooner)"]
+        return 1.0, 0.0, notes if method == "early_stopping" else []
+    return 1.0, 0.0, [f"{method}: not priced, counted as one plain training"]
+
+
+def _transform_units(steps: list[DefenseConfig], epochs: int) -> tuple[float, list[str]]:
+    units, notes = 0.0, []
+    for step in steps:
+        if step.method == "qat":
+            units += QAT_FACTOR * step.epochs / epochs
+        elif step.method != "ptq":
+            notes.append(f"{step.method}: deployment step not priced")
+    return units, notes
+
+
+class _Missing(Exception):
+    """A sub-teacher the cache does not hold (the probe stops at the first)."""
+
+
+class _TeacherProbe:
+    """A read-only view of a cache that counts the entries found until the first missing one."""
+
+    def __init__(self, cache: ArtifactCache) -> None:
+        self.cache, self.found = cache, 0
+
+    def key(self, **parts: Any) -> str:
+        return self.cache.key(**parts)
+
+    def get_or_create(self, key: str, build: Any) -> Path:
+        found = self.cache.get(key)
+        if found is None:
+            raise _Missing
+        self.found += 1
+        return found
+
+
+def _cached_teachers(job: Any, ds: Dataset, cache: ArtifactCache) -> int:
+    """Sub-teachers of ``job``'s split_distill already cached (they train in order, so the
+    ones before the first missing one are what an interrupted model left)."""
+    from privquant.defenses.distillation import split_teacher_targets
+    from privquant.population import model_factory
+    from privquant.population.jobs import context_for
+
+    probe = _TeacherProbe(cache)
+    # The identity train_job_model gives a registered model's defense context.
+    identity = {"dataset": ds.checksum, "model": job.model, "options": job.model_options}
+    model_fn = model_factory(job.model, ds.num_classes, job.model_options)
+    ctx = context_for(ds, job.members, job.reference, job.train, job.train.seed, model_fn,
+                      probe, identity)  # fmt: skip
+    with contextlib.suppress(_Missing):
+        split_teacher_targets(job.defense, ctx)
+    return probe.found
+
+
+def _inference_speed(model: torch.nn.Module, x: np.ndarray) -> float:
+    """Images per second of the queries' inference (fp32, as every query runs)."""
+    from privquant.training import predict_logits
+
+    rows = np.concatenate([x] * max(1, -(-512 // len(x))))[:512]
+    predict_logits(model, rows[:64])  # warm-up
+    done, start = 0, time.perf_counter()
+    while done < 2 * len(rows) or time.perf_counter() - start < TRAIN_SECONDS:
+        predict_logits(model, rows)
+        done += len(rows)
+    return done / (time.perf_counter() - start)
+
+
+def _query_images(config: AuditConfig, ds: Dataset, split: MembershipSplit) -> int:
+    """Images a variant's queries run through models: every model on the pool and population
+    rows under each query view, the targets also on their test rows."""
+    from privquant.signals import query_views
+
+    queries = ds.kind, config.population.queries, config.population.query_shift
+    views = 1 + len(query_views(*queries))
+    per_model = (len(split.pool) + len(split.population)) * views
+    per_model += len(split.pool) * config.population.noise_queries
+    return per_model * split.n_models + len(split.test) * len(config.target_indices)
+
+
+def plan_run(
+    config: AuditConfig, run_dir: str | Path, *, dataset: Dataset | None = None
+) -> RunPlan:
+    """What ``run_audit(config, run_dir)`` would still compute here, and an estimate of its time."""
+    from privquant.population import model_factory, population_jobs
+    from privquant.population.deploy import DeployJob, deploy_key
+    from privquant.population.jobs import job_key
+    from privquant.training.precision import Candidate, one_batch, time_candidate
+
+    run_dir = Path(run_dir)
+    ds, split = prepared_split(config, dataset)
+    resolved = _preflight(config, ds)
+    cache = ArtifactCache(resolved.cache_dir or run_dir / "cache")
+    train = resolved.train
+    notes: list[str] = []
+
+    model = model_factory(config.model.name, ds.num_classes, config.model.options)(ds.x_train[:64])
+    x, y = _timing_sample(ds)
+    xb, yb, _ = one_batch(x, y, train.batch_size)
+    is_image = xb.dim() == 4
+    candidate = Candidate(train.precision, bool(train.channels_last) and is_image)
+    wall, cpu = time.perf_counter(), time.process_time()
+    train_speed = time_candidate(model, xb, yb, candidate, TRAIN_SECONDS)
+    infer_speed = _inference_speed(model.eval(), ds.x_train[:512])
+    # Another job on the cores makes every figure below read low: say so rather than plan on it.
+    share = (time.process_time() - cpu) / (time.perf_counter() - wall) / torch.get_num_threads()
+    if share < 0.7:
+        notes.append(f"the CPU was shared while timing (this process had {share:.0%} of its "
+                     f"{torch.get_num_threads()} threads' time): the estimate reads high; plan "
+                     "on an idle machine")  # fmt: skip
+    if train.device not in ("cpu", "auto") or torch.cuda.is_available():
+        notes.append("timed on the CPU: the estimate does not describe a GPU run")
+    members = float(np.mean([len(split.members(m)) for m in range(split.n_models)]))
+    plain_seconds = members * train.epochs / train_speed
+
+    populations: dict[str, PopulationPlan] = {}
+    checkpoints: dict[str, list[Path | None]] = {}
+    for variant in config.variants:
+        key = _population_key(variant)
+        if key in populations:
+            populations[key].variants.append(variant.name)
+            continue
+        step = variant.train_step
+        units, teacher, step_notes = _train_units(step, members, train.epochs,
+                                                  config.data.reference_size)  # fmt: skip
+        jobs = population_jobs(split, config.model.name, train, config.model.options, step)
+        found = [cache.get(job_key(j, ds, cache)) for j in jobs]
+        teachers = 0
+        if step is not None and step.method == "split_distill":
+            teachers = sum(_cached_teachers(j, ds, cache) for j, f in zip(jobs, found, strict=True)
+                           if f is None)  # fmt: skip
+        missing = sum(f is None for f in found)
+        seconds = (missing * units - teachers * teacher) * plain_seconds
+        populations[key] = PopulationPlan(
+            "plain" if step is None else step.method, [variant.name], len(jobs),
+            len(jobs) - missing, round(units, 3), teachers, round(teacher, 3), seconds, step_notes,
+        )  # fmt: skip
+        checkpoints[key] = found
+
+    variants = []
+    for variant in config.variants:
+        if signals_cached(resolved, variant, ds, split, run_dir):
+            variants.append(VariantPlan(variant.name, True, 0, 0.0, 0))
+            continue
+        units, step_notes = _transform_units(list(variant.transform_steps), train.epochs)
+        to_deploy = 0
+        if variant.transform_steps:
+            for m, checkpoint in enumerate(checkpoints[_population_key(variant)]):
+                seed = config.seed + m
+                job = DeployJob(index=m, checkpoint=checkpoint, members=split.members(m),
+                                train=train.model_copy(update={"seed": seed}), seed=seed,
+                                model=config.model.name, model_options=config.model.options,
+                                transforms=tuple(variant.transform_steps), reference=split.reference)  # fmt: skip
+                to_deploy += checkpoint is None or cache.get(deploy_key(job, cache)) is None
+        images = _query_images(config, ds, split)
+        seconds = to_deploy * units * plain_seconds + images / infer_speed
+        variants.append(VariantPlan(variant.name, False, to_deploy, round(units, 3), images,
+                                    seconds, step_notes))  # fmt: skip
+
+    total = sum(p.seconds for p in populations.values()) + sum(v.seconds for v in variants)
+    return RunPlan(
+        name=config.name, cache_dir=str(cache.root), run_dir=str(run_dir),
+        members_per_model=members, epochs=train.epochs,
+        precision=candidate.name, train_images_per_second=round(train_speed, 1),
+        infer_images_per_second=round(infer_speed, 1), plain_model_seconds=plain_seconds, cpu_share=round(share, 2),
+        populations=list(populations.values()), variants=variants,
+        total_seconds=round(total, 1) if math.isfinite(total) else total, notes=notes,
+    )  # fmt: skip

@@ -1,0 +1,95 @@
+"""`privquant plan`: what a run still has to compute, found under the keys the run itself uses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from privquant.artifacts import ArtifactCache
+from privquant.cli import main
+from privquant.pipeline import load_config, run_audit
+from privquant.pipeline.plan import plan_run
+from privquant.pipeline.run import _preflight, prepared_split
+from privquant.population import population_jobs
+from privquant.population.jobs import job_key
+
+CONFIG = {
+    "name": "plan",
+    "data": {"name": "digits", "pool_size": 400, "reference_size": 100},
+    "model": {"name": "mlp", "options": {"hidden": [64]}},
+    "train": {"epochs": 6, "batch_size": 32, "optimizer": "adam", "lr": 0.003, "weight_decay": 0},
+    "population": {"n_models": 3},
+    "variants": [
+        {"name": "fp32", "method": "none"},
+        {
+            "name": "qat4",
+            "method": "qat",
+            "epochs": 3,
+            "quant": {"weight_bits": 4, "first_last_bits": None},
+        },
+        {"name": "sd", "steps": [{"method": "split_distill", "teachers": 2}]},
+    ],  # fmt: skip
+    "attacks": ["loss"],
+    "targets": [0],
+    "bootstrap": 10,
+}
+
+
+def _by_name(plan) -> tuple[dict, dict]:  # noqa: ANN001
+    return {p.train_step: p for p in plan.populations}, {v.name: v for v in plan.variants}
+
+
+def test_plan_finds_what_a_run_left_and_prices_only_the_rest(tmp_path: Path) -> None:
+    config = load_config(CONFIG)
+    run = tmp_path / "run"
+    before = plan_run(config, run)
+    pops, variants = _by_name(before)
+    assert pops["plain"].cached == 0 and pops["plain"].models == 3
+    assert pops["plain"].variants == ["fp32", "qat4"]
+    # split_distill, 2 teachers each on half the members, then the student on all of them
+    assert pops["split_distill"].units_per_model == pytest.approx(2.0)
+    assert pops["split_distill"].seconds == pytest.approx(2 * pops["plain"].seconds, rel=1e-6)
+    assert not any(v.signals_cached for v in variants.values())
+    assert variants["qat4"].transforms_to_run == 3 and variants["fp32"].transforms_to_run == 0
+    # every model on the pool as is and flipped (queries: 2), the target also on its test rows
+    split = prepared_split(config)[1]
+    assert variants["fp32"].query_images == 3 * len(split.pool) * 2 + len(split.test)
+    assert before.total_seconds > 0 and before.train_images_per_second > 0
+
+    run_audit(config, run, progress=False)
+    after = plan_run(config, run)
+    pops, variants = _by_name(after)
+    assert all(p.cached == p.models for p in pops.values())
+    assert all(v.signals_cached for v in variants.values())
+    assert after.total_seconds == 0
+
+    # A run cut off inside model 0's defense: its sub-teachers are cached, its student is not.
+    ds, split = prepared_split(config)
+    resolved = _preflight(config, ds)
+    cache = ArtifactCache(run / "cache")
+    step = config.variants[2].train_step
+    job = population_jobs(split, "mlp", resolved.train, config.model.options, step)[0]
+    shutil.rmtree(cache.get(job_key(job, ds, cache)))
+    (run / "signals" / "sd.json").unlink()
+    cut = plan_run(config, run)
+    pops, variants = _by_name(cut)
+    sd = pops["split_distill"]
+    assert (sd.cached, sd.teachers_cached) == (2, 2)
+    assert sd.seconds == pytest.approx(cut.plain_model_seconds, rel=1e-6)  # the student only
+    assert not variants["sd"].signals_cached and variants["fp32"].signals_cached
+    assert variants["qat4"].seconds == 0 and variants["sd"].seconds > 0
+
+
+def test_plan_command_prints_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(CONFIG))
+    assert main(["plan", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 0
+    text = capsys.readouterr().out
+    assert "split_distill" in text and "total: ~" in text and "img/s" in text
+    assert not (tmp_path / "run").exists()  # planning writes nothing
+    assert main(["plan", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [v["name"] for v in plan["variants"]] == ["fp32", "qat4", "sd"]
