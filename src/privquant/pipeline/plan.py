@@ -42,7 +42,9 @@ ONE_TRAINING = {"relaxloss", "hamp", "label_smoothing", "weight_decay", "early_s
 # DP-SGD's per-example gradients against plain bf16 training, rows/s on the AMX host
 # (docs/results/dp_throughput.md): 8.1x at augmentation multiplicity 1, 44x at 4.
 DP_FACTOR = {1: 8.1, 4: 44.0}
-QAT_FACTOR = 1.25  # a QAT epoch against a plain one (fake quantization, BatchNorm kept live)
+# A QAT epoch against a plain one: fake quantization with BatchNorm kept live (27% more per
+# epoch than folded in docs/results/defense.md's probe); a guess on the high side.
+QAT_FACTOR = 1.25
 TRAIN_SECONDS = 2.0  # timing budget of each measurement
 
 
