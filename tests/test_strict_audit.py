@@ -181,3 +181,25 @@ def test_the_docs_check_fails_when_one_readme_number_is_edited(tmp_path: Path) -
     copy.write_text(text[: block.start("body")] + edited + text[block.end("body") :])
     old, new = render_file(copy, ROOT)
     assert old != new and new == text
+
+
+def test_the_learning_curve_table_computes_cost_and_reduction_from_each_size() -> None:
+    import json
+
+    from privquant.report.tables import render_block
+
+    spec = ("kind: learning_curve\nvariant: defended4\nsizes:\n"
+            "  - {label: two, results: docs/results/regime_5000/results.json}\n"
+            "  - {label: three, results: docs/results/regime_12500_part1/results.json}\n")  # fmt: skip
+    rows = [r for r in render_block(spec, ROOT, "spec").splitlines() if r.startswith("| ")]
+    two, three = rows[1], rows[2]
+    data = json.loads((ROOT / "docs/results/regime_5000/results.json").read_text())["variants"]
+    mean = {
+        v: sum(m["test_accuracy"] for m in data[v]["per_model"]) / 8 for v in ("fp32", "defended4")
+    }
+    # The cost, with its interval; the population TPR@0.1% ratio (FP32's over the recipe's) with its own.
+    assert f"{100 * (mean['defended4'] - mean['fp32']):+.2f} points [" in two
+    assert two.startswith("| two | 5,032 (4,974-5,097) | 68.66% | 63.69% |") and "(8)" in two
+    assert "4.3x [1.7x, 11.2x]" in two
+    # Part 1 of size 3 has no recipe: said, not guessed.
+    assert three.startswith("| three | 12,533 ") and "| not run |" in three

@@ -106,3 +106,61 @@ def test_points_that_share_teachers_train_them_once(tmp_path, monkeypatch) -> No
     assert len(calls) == 5 and calls.count(members) == 3, calls
     assert {p["step"]["temperature"] for p in summary["points"]} == {1.0, 3.0}
     assert all(p["validation_accuracy"] > 0.5 for p in summary["points"])
+
+
+def test_a_sweep_run_in_several_calls_is_summarized_as_one(tmp_path) -> None:  # noqa: ANN001
+    # Refining a grid point by point (as a long DP-SGD tune does) must not leave each call's
+    # summary blind to the others: ``sweep`` ranks every point of the same identity in the folder.
+    config = load_config(CONFIG)
+    step = {"method": "weight_decay"}
+    first = tune_step(
+        config, step, {"value": [100.0]}, validation_rows=200, out=tmp_path, progress=False
+    )
+    second = tune_step(
+        config, step, {"value": [1e-5]}, validation_rows=200, out=tmp_path, progress=False
+    )
+    assert [p["step"]["value"] for p in second["points"]] == [1e-5]
+    assert [p["step"]["value"] for p in second["sweep"]] == [1e-5, 100.0]
+    assert second["sweep"][1]["validation_accuracy"] == first["points"][0]["validation_accuracy"]
+    # Exact 95% interval on 200 rows: about +-5 points.
+    for p in [second["plain"], *second["sweep"]]:
+        lo, hi = p["validation_ci"]
+        assert lo < p["validation_accuracy"] < hi and 0.05 < hi - lo < 0.2
+    assert second["sweep"][1]["accuracy_cost_vs_plain"] > 0.15
+    # Another validation split is another identity: its points are not mixed into this sweep.
+    other = tune_step(
+        config, step, {"value": [1e-3]}, validation_rows=150, out=tmp_path, progress=False
+    )
+    assert [p["step"]["value"] for p in other["sweep"]] == [1e-3]
+    assert json.loads((tmp_path / "tune.json").read_text())["sweep"] == other["sweep"]
+
+
+def test_a_tune_table_in_the_docs_is_generated_from_its_tune_json(tmp_path) -> None:  # noqa: ANN001
+    from privquant.report.tables import render_file
+
+    dp = {"epsilon": 7.99, "delta": 3.9e-5, "noise_multiplier": 1.7, "steps": 150.0}
+    step = {"method": "dp_sgd", "momentum": 0, "batch_size": 512}
+    summary = {"model_index": 0, "members": 2555, "validation_rows": 1000,
+               "plain": {"step": None, "validation_accuracy": 0.6, "seconds": 60.0, "defense_info": None},
+               "sweep": [{"step": {**step, "lr": 4}, "validation_accuracy": 0.31, "seconds": 600.0, "defense_info": dp},
+                         {"step": {**step, "lr": 1}, "validation_accuracy": 0.13, "seconds": 540.0,
+                          "defense_info": dp}]}  # fmt: skip
+    # The last call's points only: the table must list the whole sweep.
+    summary["points"] = summary["sweep"][1:]
+    (tmp_path / "tune.json").write_text(json.dumps(summary))
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- table\nkind: tune\nresults: tune.json\n-->\nstale\n<!-- /table -->\n")
+    _, text = render_file(doc, tmp_path)
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[1].startswith("| no defense | 60.0% [56.9, 63.1] |")  # exact interval on 1,000 rows
+    # Points named by the field that varies, ranked; cost in points and time against no defense.
+    assert rows[2].startswith(
+        "| lr 4 | 31.0% [28.1, 34.0] | -29.0 | 600 s (10.0x) | 7.99 (3.9e-05) | 1.7 | 150 |"
+    )
+    assert rows[3].startswith("| lr 1 | 13.0%")
+    assert (
+        '{"method": "dp_sgd", "momentum": 0, "batch_size": 512}' in text and "2,555 members" in text
+    )
+    (tmp_path / "tune.json").write_text("{}")
+    with pytest.raises(Exception, match="not a privquant tune.json"):
+        render_file(doc, tmp_path)

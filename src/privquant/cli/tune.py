@@ -40,6 +40,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         print(f"{row['validation_accuracy']:.4f}  {json.dumps(varied)}{eps}  "
               f"({row['seconds']:.0f} s, {row['seconds_vs_plain']:.1f}x no defense)")  # fmt: skip
     print(f"best: {json.dumps(summary['best']['step'])} -> {Path(args.out) / 'tune.json'}")
+    if len(summary["sweep"]) > len(summary["points"]):
+        best = summary["sweep"][0]
+        print(f"sweep ({len(summary['sweep'])} points recorded in {args.out}, earlier calls' too): best "
+              f"{json.dumps(best['step'])} at {best['validation_accuracy']:.4f}")  # fmt: skip
     return 0
 
 

@@ -5,7 +5,9 @@ comparing). Tuning here never looks at membership: each grid point trains one po
 (``model_index``, on exactly the members, seed and recipe the audit gives it) and is scored by its
 accuracy on validation rows drawn from the defender's reference rows, which no model of the audit
 trains on. The rest of the reference rows stay available to the defense. Every point is cached
-(one JSON each, written atomically), so an interrupted sweep resumes where it stopped.
+(one JSON each, written atomically), so an interrupted sweep resumes where it stopped, and a sweep
+run as several calls into one folder (a grid refined point by point) is summarized as one: every
+point recorded there for the same model, members, validation rows and code lands in ``sweep``.
 """
 
 from __future__ import annotations
@@ -60,8 +62,10 @@ def tune_step(
     """Train ``step`` at every grid point on model ``model_index``'s members; score each on
     ``validation_rows`` reference rows, beside the same model trained without a defense
     (``plain``). Returns (and writes to ``out/tune.json``) the points ranked by validation
-    accuracy, each with its accuracy cost and training time relative to ``plain``. A point that
-    reused sub-teachers an earlier point trained counts only its own training time."""
+    accuracy, each with its accuracy cost and training time relative to ``plain`` and the exact 95%
+    interval of its accuracy (``validation_ci``); ``sweep`` ranks this call's points together with
+    those earlier calls recorded in ``out`` for the same model, members, validation rows and code.
+    A point that reused sub-teachers an earlier point trained counts only its own training time."""
     from privquant.pipeline.run import _preflight, prepared_split
     from privquant.population import model_factory
     from privquant.population.jobs import context_for
@@ -93,8 +97,11 @@ def tune_step(
     cache = ArtifactCache(config.cache_dir or out / "cache")
     shared = {"dataset": ds.checksum, "model": config.model.name, "options": config.model.options}
 
+    def point_path(name: str, step: dict[str, Any] | None) -> Path:
+        return out / "points" / f"{name}{content_hash({**identity, 'step': step})[:16]}.json"
+
     def scored(name: str, step: dict[str, Any] | None) -> dict[str, Any]:
-        path = out / "points" / f"{name}{content_hash({**identity, 'step': step})[:16]}.json"
+        path = point_path(name, step)
         if path.exists():
             return _read_point(path)
         train_step = None if step is None else VariantConfig(name="tune", steps=[step]).train_step
@@ -114,15 +121,34 @@ def tune_step(
     rows = [
         scored("", point) for point in tqdm(points, desc="tune", unit="point", disable=not progress)
     ]
-    for row in rows:
+    # Earlier calls' points of the same identity: their file name is the hash of it and their step.
+    here = {point_path("", row["step"]) for row in rows}
+    earlier = []
+    for f in sorted((out / "points").glob("*.json")):
+        if f.name.startswith("plain-") or f in here:
+            continue
+        row = _read_point(f)
+        if point_path("", row.get("step")) == f:  # else another model, validation split or code
+            earlier.append(row)
+    for row in [plain, *rows, *earlier]:
+        row["validation_ci"] = list(_accuracy_interval(row["validation_accuracy"], validation_rows))
+    for row in [*rows, *earlier]:
         row["accuracy_cost_vs_plain"] = plain["validation_accuracy"] - row["validation_accuracy"]
         row["seconds_vs_plain"] = row["seconds"] / plain["seconds"]
     rows.sort(key=lambda r: -r["validation_accuracy"])
+    sweep = sorted([*rows, *earlier], key=lambda r: -r["validation_accuracy"])
     summary = {"config": config.name, "model_index": model_index, "members": int(len(job.members)),
                "validation_rows": int(validation_rows), "grid": grid, "plain": plain, "points": rows,
-               "best": rows[0]}  # fmt: skip
+               "best": rows[0], "sweep": sweep}  # fmt: skip
     atomic_write_json(out / "tune.json", summary)
     return summary
+
+
+def _accuracy_interval(accuracy: float, rows: int) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) 95% interval of an accuracy measured on ``rows`` rows."""
+    from privquant.metrics.epsilon import clopper_pearson
+
+    return clopper_pearson(round(accuracy * rows), rows, 0.05)
 
 
 def _read_point(path: Path) -> dict[str, Any]:

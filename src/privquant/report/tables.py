@@ -14,7 +14,8 @@ A table is a block in a markdown file::
 ``rows`` entries are ``variant``, ``[variant, label]`` (or ``{variant, label, results}`` to read another
 results file, or ``{divider: text}``); ``columns`` are names from :data:`COLUMNS`. A ``claims``
 block (``kind: claims``) states targets and says met / missed / not resolved from the
-intervals. :func:`render_file` fills every block; :func:`check_files` says which are stale.
+intervals; a ``tune`` block (``kind: tune``) lists a ``privquant tune`` sweep; a ``learning_curve``
+block (``kind: learning_curve``) puts one variant's cost and gain at several audit sizes side by side. :func:`render_file` fills every block; :func:`check_files` says which are stale.
 
 Results written before pooled metrics existed (means over a few targets) still render: their
 TPR interval is the range of the targets' bootstrap intervals, and the caption says so.
@@ -265,14 +266,10 @@ def render_claims(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
             measured = _shokri(results, v, bool(claim.get("naive")))
             status = "not resolved (one threshold-dependent operating point, no interval)"
         elif kind == "accuracy":
-            accs = [m.test_accuracy for m in v.per_model if m.test_accuracy is not None]
-            refs = [m.test_accuracy for m in ref.per_model if m.test_accuracy is not None]
-            diff = (sum(refs) / len(refs)) - (sum(accs) / len(accs))
-            se = math.sqrt(_var(accs) / len(accs) + _var(refs) / len(refs))
-            lo, hi = diff - 1.96 * se, diff + 1.96 * se
+            diff, lo, hi, n_models = _accuracy_cost(v, ref)
             points = float(claim["points"]) / 100
             status = "met" if hi <= points else "missed" if lo > points else "not resolved"
-            measured = f"{-100 * diff:+.2f} points [{-100 * hi:+.2f}, {-100 * lo:+.2f}] over {len(accs)} models"
+            measured = f"{-100 * diff:+.2f} points [{-100 * hi:+.2f}, {-100 * lo:+.2f}] over {n_models} models"
         else:
             raise PrivquantError(
                 f"{where}: claims: unknown kind {kind!r} (reduction, less_than, shokri, accuracy)"
@@ -283,6 +280,55 @@ def render_claims(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
         "",
         '*Generated from results.json: "met" only when the whole interval clears the line.*',
     ]
+
+
+def _accuracy_cost(v: VariantResult, ref: VariantResult) -> tuple[float, float, float, int]:
+    """``ref``'s mean test accuracy minus ``v``'s, with a normal 95% interval over the models."""
+    accs = [m.test_accuracy for m in v.per_model if m.test_accuracy is not None]
+    refs = [m.test_accuracy for m in ref.per_model if m.test_accuracy is not None]
+    diff = (sum(refs) / len(refs)) - (sum(accs) / len(accs))
+    se = math.sqrt(_var(accs) / len(accs) + _var(refs) / len(refs))
+    return diff, diff - 1.96 * se, diff + 1.96 * se, len(accs)
+
+
+def render_learning_curve(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
+    """One row per audit size (``sizes``: ``{label, results}``): members per model, the accuracy
+    cost of ``variant`` against ``reference`` and how much less it leaks, each with its interval;
+    a size whose results do not hold the variant says so."""
+    name, ref_name = spec["variant"], spec.get("reference", "fp32")
+    label = spec.get("label", name)
+    lines = [f"| size | members per model | {ref_name} test acc | {label} test acc | accuracy cost [95% CI] (models) "
+             f"| canary TPR@1% FPR: {ref_name} → {label} (reduction [95% CI]) | population TPR@0.1% FPR: {ref_name} → "
+             f"{label} (reduction [95% CI]) |", "|" + "---|" * 7]  # fmt: skip
+    for size in spec.get("sizes", []):
+        results = load(size["results"])
+        ref = _variant(results, ref_name, where)
+        members = results.split.get("members_per_model") or []
+        span = (
+            f"{sum(members) / len(members):,.0f} ({min(members):,}-{max(members):,})"
+            if members
+            else "–"
+        )
+        cells = [str(size.get("label", size["results"])), span, _pct(ref.test_accuracy)]
+        v = results.variants.get(name)
+        if v is None:
+            cells += ["not run", "–", "–", "–"]
+        else:
+            diff, lo, hi, n_models = _accuracy_cost(v, ref)
+            cells += [
+                _pct(v.test_accuracy),
+                f"{-100 * diff:+.2f} points [{-100 * hi:+.2f}, {-100 * lo:+.2f}] ({n_models})",
+            ]
+            for subset, key in (METRICS["worst1"], METRICS["pop01"]):
+                a, b = _leak(ref, subset, key), _leak(v, subset, key)
+                point, r_lo, r_hi = _ratio_bounds(a, b)
+                cells.append(
+                    f"{a.text()} → {b.text()} ({_fmt_ratio(point)} [{_fmt_ratio(r_lo)}, {_fmt_ratio(r_hi)}])"
+                )
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, "", "*Generated from each size's results.json: accuracy cost = mean over models of the variant "
+            "minus the reference, normal 95% interval; TPR pooled over every target, worst case over attacks, exact "
+            "95% intervals, and the interval of their ratio; \"unresolved\": fewer than 10 expected false positives.*"]  # fmt: skip
 
 
 def _strength_leak(entry: dict[str, Any]) -> Leak:
@@ -343,6 +389,81 @@ def render_attack_strength(spec: dict[str, Any], root: Path, where: str) -> list
             f"the {subset}, pooled over {len(data['targets'])} targets ({n_neg:,} negatives), exact 95% intervals.*"]  # fmt: skip
 
 
+STEP_LABELS = {"noise_multiplier": "σ", "augment_multiplicity": "K", "batch_size": "batch",
+               "max_grad_norm": "clip", "reference_rows": "reference rows"}  # fmt: skip
+
+
+def _step_label(step: dict[str, Any], fields: list[str]) -> str:
+    return ", ".join(
+        f"{STEP_LABELS.get(f, f.replace('_', ' '))} {step[f]}" for f in fields if f in step
+    )
+
+
+def render_tune(spec: dict[str, Any], root: Path, where: str) -> list[str]:
+    """``privquant tune``'s tune.json: the undefended model, then every point of the sweep ranked by
+    validation accuracy with its exact interval, its cost against the undefended model and, for
+    DP-SGD, the privacy it spent. ``fields``: the step fields that name a point (default: those
+    that differ between points)."""
+    import json
+
+    from privquant.metrics.epsilon import clopper_pearson
+
+    path = root / spec["results"]
+    try:
+        data = json.loads(path.read_text())
+        plain, points, n = (
+            data["plain"],
+            data.get("sweep", data["points"]),
+            int(data["validation_rows"]),
+        )
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise PrivquantError(f"{where}: {path} is not a privquant tune.json ({e})") from None
+    fields = spec.get("fields") or sorted(
+        {
+            f
+            for p in points
+            for f in p["step"]
+            if len({json.dumps(q["step"].get(f)) for q in points}) > 1
+        }
+    )
+    dp = any("epsilon" in (p.get("defense_info") or {}) for p in points)
+
+    def acc(row: dict[str, Any]) -> str:
+        a = row["validation_accuracy"]
+        lo, hi = row.get("validation_ci") or clopper_pearson(round(a * n), n, 0.05)
+        return f"{100 * a:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+    head = [
+        "point",
+        "validation accuracy [95% CI]",
+        "vs no defense (points)",
+        "training time (vs no defense)",
+    ]
+    if dp:
+        head += ["ε spent (δ)", "noise multiplier", "steps"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cells = ["no defense", acc(plain), "–", f"{plain['seconds']:,.0f} s"] + (
+        ["–"] * 3 if dp else []
+    )
+    lines.append("| " + " | ".join(cells) + " |")
+    for p in points:
+        info = p.get("defense_info") or {}
+        cost = 100 * (p["validation_accuracy"] - plain["validation_accuracy"])
+        cells = [_step_label(p["step"], fields) or p["step"]["method"], acc(p), f"{cost:+.1f}",
+                 f"{p['seconds']:,.0f} s ({p['seconds'] / plain['seconds']:.1f}x)"]  # fmt: skip
+        if dp:
+            cells += ["–", "–", "–"] if "epsilon" not in info else [
+                f"{info['epsilon']:.3g} ({info['delta']:.1e})", f"{info['noise_multiplier']:.3g}",
+                f"{info['steps']:,.0f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    fixed = {k: v for k, v in (points[0]["step"] if points else {}).items()
+             if k not in fields and all(q["step"].get(k) == v for q in points)}  # fmt: skip
+    return [*lines, "", f"*Generated from {spec['results']}: one model per point (population model "
+            f"{data.get('model_index', 0)}, {data.get('members', '?'):,} members), each scored on {n:,} validation rows "
+            f"drawn from the defender's reference rows (no model trains on them; membership is never read), exact "
+            f"95% intervals; every point: {json.dumps(fixed)}.*"]  # fmt: skip
+
+
 def _var(xs: list[float]) -> float:
     if len(xs) < 2:
         return 0.0
@@ -361,6 +482,10 @@ def render_block(spec_text: str, root: Path, where: str, load: _Loader | None = 
         lines = render_claims(spec, load, where)
     elif kind == "attack_strength":
         lines = render_attack_strength(spec, root, where)
+    elif kind == "tune":
+        lines = render_tune(spec, root, where)
+    elif kind == "learning_curve":
+        lines = render_learning_curve(spec, load, where)
     else:
         lines = render_variants(spec, load, where)
     return "\n".join(lines) + "\n"
