@@ -294,7 +294,7 @@ def _accuracy_cost(v: VariantResult, ref: VariantResult) -> tuple[float, float, 
 def render_learning_curve(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
     """One row per audit size (``sizes``: ``{label, results}``): members per model, the accuracy
     cost of ``variant`` against ``reference`` and how much less it leaks, each with its interval;
-    a size whose results do not hold the variant says so."""
+    a size whose results do not hold the variant says so (``missing``: how)."""
     name, ref_name = spec["variant"], spec.get("reference", "fp32")
     label = spec.get("label", name)
     lines = [f"| size | members per model | {ref_name} test acc | {label} test acc | accuracy cost [95% CI] (models) "
@@ -312,7 +312,7 @@ def render_learning_curve(spec: dict[str, Any], load: _Loader, where: str) -> li
         cells = [str(size.get("label", size["results"])), span, _pct(ref.test_accuracy)]
         v = results.variants.get(name)
         if v is None:
-            cells += ["not run", "–", "–", "–"]
+            cells += [str(size.get("missing", "not run")), "–", "–", "–"]
         else:
             diff, lo, hi, n_models = _accuracy_cost(v, ref)
             cells += [
