@@ -378,3 +378,30 @@ def test_cli_defaults_are_the_config_defaults() -> None:
     for prog, flag, model, field in CONFIG_FLAGS:
         action = next(a for a in commands[prog.split()[-1]]._actions if flag in a.option_strings)
         assert action.default == model.model_fields[field].default, (prog, flag)
+
+
+def test_yaml_flags_are_one_line_naming_the_flag_or_its_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every flag that takes YAML text or a file (tune --step/--grid, defend --steps/--train-config)
+    # goes through one parser: broken YAML or the wrong shape is one line with exit code 2.
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {name: digits}\nmodel: {name: mlp}\n")
+    bad = tmp_path / "grid.yaml"
+    bad.write_text("{lr: [1, 2\n")
+    cases = [
+        (["tune", str(config), "--step", "{method: [", "--grid", "{lr: [1]}"], "--step: not valid YAML"),
+        (["tune", str(config), "--step", "{method: dp_sgd}", "--grid", str(bad)], f"--grid ({bad}): not valid YAML"),
+        (["tune", str(config), "--step", "[1, 2]", "--grid", "{lr: [1]}"], "--step: expected a mapping, got [1, 2]"),
+        (["defend", "--data", "digits", "--model", "mlp", "--train-config", "{epochs: [", "--out", str(tmp_path / "d")],
+         "--train-config: not valid YAML"),
+        (["defend", "--data", "digits", "--model", "mlp", "--train-config", "[1]", "--out", str(tmp_path / "d")],
+         "--train-config: expected a mapping of TrainConfig fields"),
+        (["defend", "--data", "digits", "--model", "mlp", "--steps", "{method: [", "--out", str(tmp_path / "d")],
+         "--steps: not valid YAML"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert main(argv + ["--out", str(tmp_path / "o")] if argv[0] == "tune" else argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, (argv, err)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "d").exists()

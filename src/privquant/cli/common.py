@@ -34,6 +34,26 @@ CONFIG_FLAGS: list[
 ] = []  # (command, flag, config model, field): tests read it
 
 
+def yaml_flag(text: str, flag: str, expect: type | None = None) -> Any:
+    """A flag given as YAML text or as the path of a YAML file; ``expect``: the type it must be.
+    Invalid YAML and the wrong type are one-line errors that name the flag."""
+    import yaml
+
+    from privquant.errors import ConfigError
+    from privquant.pipeline.config import yaml_problem
+
+    source = Path(text) if Path(text).is_file() else None
+    try:
+        value = yaml.safe_load(source.read_text() if source else text)
+    except yaml.YAMLError as e:
+        where = f"{flag} ({source})" if source else flag
+        raise ConfigError(f"{where}: not valid YAML ({yaml_problem(e)})") from None
+    if expect is not None and not isinstance(value, expect):
+        kind = "a mapping" if expect is dict else f"a {expect.__name__}"
+        raise ConfigError(f"{flag}: expected {kind}, got {value!r}")
+    return value
+
+
 def _at_least(low: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:

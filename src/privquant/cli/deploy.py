@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from privquant.cli.common import _at_least, _bits_argument, _count
-from privquant.errors import ConfigError, PrivquantError
+from privquant.cli.common import _at_least, _bits_argument, _count, yaml_flag
+from privquant.errors import ConfigError
 
 if TYPE_CHECKING:
     from privquant.defenses import VariantConfig
@@ -41,17 +41,11 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_defend(args: argparse.Namespace) -> int:
-    import yaml
-
     from privquant.defenses.recipes import default_recipe
 
     steps: object = default_recipe(args.bits)
     if args.steps is not None:
-        text = Path(args.steps).read_text() if Path(args.steps).is_file() else args.steps
-        try:
-            steps = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise PrivquantError(f"--steps: not valid YAML ({e})") from e
+        steps = yaml_flag(args.steps, "--steps")
         steps = [steps] if isinstance(steps, dict) else steps
     if args.checkpoint is None:
         return _defend_from_data(args, _variant("defended", steps))
@@ -60,7 +54,6 @@ def _cmd_defend(args: argparse.Namespace) -> int:
 
 def _defend_from_data(args: argparse.Namespace, variant: VariantConfig) -> int:
     """``privquant defend --data ... --model ...``: a user's own model and data, one call."""
-    import yaml
     from pydantic import ValidationError
 
     from privquant.pipeline.config import format_errors, load_plugins
@@ -71,14 +64,11 @@ def _defend_from_data(args: argparse.Namespace, variant: VariantConfig) -> int:
         raise ConfigError("defend without a checkpoint: give --data (your rows) and --model (registered, "
                           "e.g. from --plugin)")  # fmt: skip
     load_plugins(args.plugin, Path.cwd(), "--plugin")
-    raw = args.train_config
-    recipe = {}
-    if raw:
-        recipe = yaml.safe_load(Path(raw).read_text() if Path(raw).is_file() else raw) or {}
-        if not isinstance(recipe, dict):
-            raise ConfigError(
-                f"--train-config: expected a mapping of TrainConfig fields, got {recipe!r}"
-            )
+    recipe = (yaml_flag(args.train_config, "--train-config") or {}) if args.train_config else {}
+    if not isinstance(recipe, dict):
+        raise ConfigError(
+            f"--train-config: expected a mapping of TrainConfig fields, got {recipe!r}"
+        )
     try:
         train = TrainConfig.model_validate(recipe)
     except ValidationError as e:

@@ -5,31 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
-from privquant.cli.common import _at_least
-from privquant.errors import ConfigError
-
-
-def _yaml_mapping(text: str, flag: str) -> dict[str, Any]:
-    import yaml
-
-    raw = Path(text).read_text() if Path(text).is_file() else text
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{flag}: not valid YAML ({e})") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{flag}: expected a mapping, got {value!r}")
-    return value
+from privquant.cli.common import _at_least, yaml_flag
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from privquant.pipeline import load_config
     from privquant.pipeline.tune import tune_step
 
-    summary = tune_step(load_config(args.config), _yaml_mapping(args.step, "--step"),
-                        _yaml_mapping(args.grid, "--grid"), args.validation_rows, args.out,
+    summary = tune_step(load_config(args.config), yaml_flag(args.step, "--step", dict),
+                        yaml_flag(args.grid, "--grid", dict), args.validation_rows, args.out,
                         model_index=args.model_index)  # fmt: skip
     plain = summary["plain"]
     print(f"{plain['validation_accuracy']:.4f}  no defense  ({plain['seconds']:.0f} s)")

@@ -32,6 +32,16 @@ from privquant.training import TrainConfig
 STAGES = ("signals", "variant", "attacks", "report", "run")
 
 
+def yaml_problem(e: Exception) -> str:
+    """A YAML parser error in one line: where it is (line, column) and what is wrong."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(e).split())
+    context = getattr(e, "context", None)
+    what = f"{context}, {problem}" if context else problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+
+
 def _stage(name: str) -> dict[str, Any]:
     assert name in STAGES
     return {"json_schema_extra": {"stage": name}}
@@ -286,7 +296,7 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> AuditConfig:
         try:
             source = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from e
+            raise ConfigError(f"{path}: not valid YAML ({yaml_problem(e)})") from e
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
         if not isinstance(source, dict):
