@@ -416,8 +416,9 @@ def render_tune(spec: dict[str, Any], root: Path, where: str) -> list[str]:
             data.get("sweep", data["points"]),
             int(data["validation_rows"]),
         )
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise PrivquantError(f"{where}: {path} is not a privquant tune.json ({e})") from None
+        int(data["members"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise PrivquantError(f"{where}: {path} is not a privquant tune.json ({e!r})") from None
     fields = spec.get("fields") or sorted(
         {
             f
@@ -459,7 +460,7 @@ def render_tune(spec: dict[str, Any], root: Path, where: str) -> list[str]:
     fixed = {k: v for k, v in (points[0]["step"] if points else {}).items()
              if k not in fields and all(q["step"].get(k) == v for q in points)}  # fmt: skip
     return [*lines, "", f"*Generated from {spec['results']}: one model per point (population model "
-            f"{data.get('model_index', 0)}, {data.get('members', '?'):,} members), each scored on {n:,} validation rows "
+            f"{data.get('model_index', 0)}, {int(data['members']):,} members), each scored on {n:,} validation rows "
             f"drawn from the defender's reference rows (no model trains on them; membership is never read), exact "
             f"95% intervals; every point: {json.dumps(fixed)}.*"]  # fmt: skip
 
