@@ -93,3 +93,45 @@ def test_plan_command_prints_text_and_json(tmp_path: Path, capsys: pytest.Captur
     assert main(["plan", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert [v["name"] for v in plan["variants"]] == ["fp32", "qat4", "sd"]
+
+
+def test_dp_sgd_is_priced_from_its_own_steps_timed_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DP-SGD's cost against plain training differs by host (8x where bf16 is fast, ~4x where plain
+    # training is fp32 too): the plan times per-example-gradient steps instead of assuming a factor.
+    pytest.importorskip("opacus")
+    import torch
+
+    from privquant.models import build_model
+    from privquant.pipeline import plan as plan_module
+
+    dp = {"method": "dp_sgd", "epsilon": 8, "batch_size": 64, "epochs": 3}
+    variants = [{"name": "fp32"}, {"name": "dp", "steps": [dp]},
+                {"name": "dp4", "steps": [{**dp, "augment_multiplicity": 4}]}]  # fmt: skip
+    config = load_config({**CONFIG, "variants": variants})
+    timed = []
+
+    def fake_rate(model, x, y, seconds):  # noqa: ANN001, ANN202
+        timed.append(len(x))
+        return 250.0
+
+    monkeypatch.setattr(plan_module, "dp_gradients_per_second", fake_rate)
+    plan = plan_run(config, tmp_path / "run")
+    dp1, dp4 = [p for p in plan.populations if p.train_step == "dp_sgd"]
+    assert len(timed) == 1  # one measurement serves every DP variant
+    factor = plan.train_images_per_second / 250.0
+    # 3 of the recipe's 6 epochs, at the measured factor
+    assert dp1.units_per_model == pytest.approx(factor * 3 / 6, rel=1e-3)
+    assert "timed here" in dp1.notes[0]
+    # 4 copies of each row: 4 per-example gradients and the overhead measured at multiplicity 4.
+    assert dp4.units_per_model == pytest.approx(4 * 1.36 * dp1.units_per_model, rel=1e-3)
+
+    # The real measurement: a BatchNorm model timed as dp_sgd trains it (GroupNorm), weights untouched.
+    monkeypatch.undo()
+    model = build_model("resnet20", (3, 32, 32), 10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    assert plan_module.dp_gradients_per_second(model, x, y, 0.2) > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())

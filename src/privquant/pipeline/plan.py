@@ -7,8 +7,11 @@ finds is what the run will find), times one training step and one inference batc
 config's model here, and prices what is missing in units of one plain model's training.
 
 The prices are a model, not a measurement of the run: on the hosts measured, training as
-runs do it took 0.8-1.05x the time the step timing predicts (data augmentation, evaluation);
-DP-SGD's factor comes from docs/results/dp_throughput.md. Attacks (minutes) are not priced.
+runs do it took 0.8-1.05x the time the step timing predicts (data augmentation, evaluation).
+DP-SGD is priced from its own steps timed here (per-example gradients in fp32 with GroupNorm, as
+dp_sgd trains), since its cost against plain training differs by host (8x where bf16 is fast,
+~4x where plain training is fp32 too); without Opacus, from one host's measurement
+(docs/results/dp_throughput.md). Attacks (minutes) are not priced.
 """
 
 from __future__ import annotations
@@ -40,8 +43,12 @@ from privquant.pipeline.run import (
 # priced in _train_units from their own fields.
 ONE_TRAINING = {"relaxloss", "hamp", "label_smoothing", "weight_decay", "early_stopping"}
 # DP-SGD's per-example gradients against plain bf16 training, rows/s on the AMX host
-# (docs/results/dp_throughput.md): 8.1x at augmentation multiplicity 1, 44x at 4.
+# (docs/results/dp_throughput.md): 8.1x at augmentation multiplicity 1, 44x at 4. Used only
+# where Opacus is missing (nothing to time).
 DP_FACTOR = {1: 8.1, 4: 44.0}
+# Per-example gradients per second fell to 0.73x at multiplicity 4 on that host (98 vs 134):
+# K copies of a row cost K gradients and this much more.
+DP_MULTIPLICITY_OVERHEAD = {1: 1.0, 4: 1.36}
 # A QAT epoch against a plain one: fake quantization with BatchNorm kept live (27% more per
 # epoch than folded in docs/results/defense.md's probe); a guess on the high side.
 QAT_FACTOR = 1.25
@@ -139,10 +146,59 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def dp_gradients_per_second(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seconds: float
+) -> float | None:
+    """Per-example gradients per second of DP-SGD steps on a copy of ``model`` as dp_sgd trains
+    it (BatchNorm as GroupNorm, fp32, Opacus' per-example hooks, clipping); None without Opacus."""
+    import copy
+
+    try:
+        from opacus import GradSampleModule
+    except ImportError:
+        return None
+    from privquant.models.layers import batchnorm_to_groupnorm
+
+    model = copy.deepcopy(model).float().train()
+    batchnorm_to_groupnorm(model)
+    for module in model.modules():
+        if getattr(module, "inplace", False):
+            module.inplace = False
+    wrapped = GradSampleModule(model, loss_reduction="mean")
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step() -> None:
+        loss = torch.nn.functional.cross_entropy(wrapped(x), y)
+        loss.backward()
+        norms = torch.stack([p.grad_sample.flatten(1).norm(dim=1) for p in params]).norm(dim=0)
+        scale = (1.0 / (norms + 1e-6)).clamp(max=1.0)
+        for p in params:  # the clipped sum, as the DP optimizer forms it
+            p.grad = torch.einsum("i,i...->...", scale, p.grad_sample)
+            p.grad_sample = None
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook", category=UserWarning)
+        step()  # warm-up
+        steps, start = 0, time.perf_counter()
+        while steps < 2 or time.perf_counter() - start < seconds:
+            step()
+            steps += 1
+    rate = steps * len(x) / (time.perf_counter() - start)
+    wrapped._close()
+    return rate
+
+
 def _train_units(
-    step: DefenseConfig | None, members: float, epochs: int, reference_size: int
+    step: DefenseConfig | None,
+    members: float,
+    epochs: int,
+    reference_size: int,
+    dp_factor: float | None = None,
 ) -> tuple[float, float, list[str]]:
-    """(plain trainings per model, of which one sub-teacher, notes) for a train stage."""
+    """(plain trainings per model, of which one sub-teacher, notes) for a train stage;
+    ``dp_factor``: a DP-SGD row's time against a plain one's, measured here."""
     if step is None:
         return 1.0, 0.0, []
     method = step.method
@@ -157,12 +213,14 @@ def _train_units(
         return (members + step.rows) / members, 0.0, []
     if method == "dp_sgd":
         k = step.augment_multiplicity
-        factor = DP_FACTOR.get(k, DP_FACTOR[4] / 4 * k)
-        return (
-            factor * (step.epochs or epochs) / epochs,
-            0.0,
-            [f"dp_sgd priced at {factor:g}x plain (multiplicity {k}, one host's measurement)"],
-        )
+        if dp_factor is None:
+            factor = DP_FACTOR.get(k, DP_FACTOR[4] / 4 * k)
+            note = f"dp_sgd priced at {factor:g}x plain (multiplicity {k}, one host's measurement)"
+        else:
+            factor = dp_factor * k * DP_MULTIPLICITY_OVERHEAD.get(k, DP_MULTIPLICITY_OVERHEAD[4])
+            note = (f"dp_sgd priced at {factor:.1f}x plain: its per-example-gradient step timed here "
+                    f"({dp_factor:.1f}x a plain row), x{k} copies per row")  # fmt: skip
+        return factor * (step.epochs or epochs) / epochs, 0.0, [note]
     if method in ONE_TRAINING:
         notes = ["early_stopping priced as the full recipe (it may stop sooner)"]
         return 1.0, 0.0, notes if method == "early_stopping" else []
@@ -277,6 +335,10 @@ def plan_run(
         notes.append("timed on the CPU: the estimate does not describe a GPU run")
     members = float(np.mean([len(split.members(m)) for m in range(split.n_models)]))
     plain_seconds = members * train.epochs / train_speed
+    dp_factor = None
+    if any(v.train_step is not None and v.train_step.method == "dp_sgd" for v in config.variants):
+        dp_speed = dp_gradients_per_second(model, xb, yb, TRAIN_SECONDS)
+        dp_factor = None if dp_speed is None else train_speed / dp_speed
 
     populations: dict[str, PopulationPlan] = {}
     checkpoints: dict[str, list[Path | None]] = {}
@@ -287,7 +349,7 @@ def plan_run(
             continue
         step = variant.train_step
         units, teacher, step_notes = _train_units(step, members, train.epochs,
-                                                  config.data.reference_size)  # fmt: skip
+                                                  config.data.reference_size, dp_factor)  # fmt: skip
         jobs = population_jobs(split, config.model.name, train, config.model.options, step)
         found = [cache.get(job_key(j, ds, cache)) for j in jobs]
         teachers = 0
