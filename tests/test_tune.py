@@ -108,7 +108,7 @@ def test_points_that_share_teachers_train_them_once(tmp_path, monkeypatch) -> No
     assert all(p["validation_accuracy"] > 0.5 for p in summary["points"])
 
 
-def test_a_sweep_run_in_several_calls_is_summarized_as_one(tmp_path) -> None:  # noqa: ANN001
+def test_a_sweep_run_in_several_calls_is_summarized_as_one(tmp_path, capsys) -> None:  # noqa: ANN001
     # Refining a grid point by point (as a long DP-SGD tune does) must not leave each call's
     # summary blind to the others: ``sweep`` ranks every point of the same identity in the folder.
     config = load_config(CONFIG)
@@ -127,6 +127,15 @@ def test_a_sweep_run_in_several_calls_is_summarized_as_one(tmp_path) -> None:  #
         lo, hi = p["validation_ci"]
         assert lo < p["validation_accuracy"] < hi and 0.05 < hi - lo < 0.2
     assert second["sweep"][1]["accuracy_cost_vs_plain"] > 0.15
+    # The command prints each point with its interval, and the sweep across calls.
+    import yaml
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(CONFIG))
+    code = main(["tune", str(tmp_path / "c.yaml"), "--step", "{method: weight_decay}", "--grid", "{value: [1.0e-5]}",
+                 "--validation-rows", "200", "--out", str(tmp_path)])  # fmt: skip
+    out = capsys.readouterr().out
+    lo, hi = second["sweep"][0]["validation_ci"]
+    assert code == 0 and f"[{lo:.3f}, {hi:.3f}]" in out and "sweep (2 points recorded" in out
     # Another validation split is another identity: its points are not mixed into this sweep.
     other = tune_step(
         config, step, {"value": [1e-3]}, validation_rows=150, out=tmp_path, progress=False

@@ -16,14 +16,22 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     summary = tune_step(load_config(args.config), yaml_flag(args.step, "--step", dict),
                         yaml_flag(args.grid, "--grid", dict), args.validation_rows, args.out,
                         model_index=args.model_index)  # fmt: skip
+
+    def accuracy(row: dict) -> str:
+        lo, hi = row["validation_ci"]
+        return f"{row['validation_accuracy']:.4f} [{lo:.3f}, {hi:.3f}]"
+
     plain = summary["plain"]
-    print(f"{plain['validation_accuracy']:.4f}  no defense  ({plain['seconds']:.0f} s)")
+    print(f"{accuracy(plain)}  no defense  ({plain['seconds']:.0f} s)")
     for row in summary["points"]:
         varied = {k: row["step"][k] for k in summary["grid"]}
         info = row["defense_info"] or {}
         eps = f"  epsilon {info['epsilon']:.3g}" if "epsilon" in info else ""
-        print(f"{row['validation_accuracy']:.4f}  {json.dumps(varied)}{eps}  "
+        print(f"{accuracy(row)}  {json.dumps(varied)}{eps}  "
               f"({row['seconds']:.0f} s, {row['seconds_vs_plain']:.1f}x no defense)")  # fmt: skip
+    print(
+        f"(validation accuracy on {summary['validation_rows']:,} reference rows, exact 95% interval)"
+    )
     print(f"best: {json.dumps(summary['best']['step'])} -> {Path(args.out) / 'tune.json'}")
     if len(summary["sweep"]) > len(summary["points"]):
         best = summary["sweep"][0]
