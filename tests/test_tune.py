@@ -173,3 +173,31 @@ def test_a_tune_table_in_the_docs_is_generated_from_its_tune_json(tmp_path) -> N
     (tmp_path / "tune.json").write_text("{}")
     with pytest.raises(Exception, match="not a privquant tune.json"):
         render_file(doc, tmp_path)
+
+
+PLUGIN = """
+from torch import nn
+from privquant.models import register_model
+
+
+@register_model("tune_plugin_mlp", images_only=False, replace=True)
+def tune_plugin_mlp(shape, num_classes, **options):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, {hidden}), nn.ReLU(), nn.Linear({hidden}, num_classes))
+"""
+
+
+def test_editing_a_plugin_model_retrains_its_points(tmp_path) -> None:  # noqa: ANN001
+    # A tuned point is keyed by what trained it: for a model from a plugin file, that file.
+    plugin = tmp_path / "tune_plugin.py"
+    plugin.write_text(PLUGIN.format(hidden=32))
+    config = load_config({**CONFIG, "plugins": [str(plugin)], "model": {"name": "tune_plugin_mlp"}})
+    step, grid = {"method": "weight_decay"}, {"value": [1e-5]}
+
+    def records() -> int:
+        tune_step(config, step, grid, validation_rows=200, out=tmp_path / "t", progress=False)
+        return len(list((tmp_path / "t" / "points").glob("*.json")))
+
+    assert records() == 2  # the point and the undefended model
+    assert records() == 2  # unchanged: both read back
+    plugin.write_text(PLUGIN.format(hidden=16))
+    assert records() == 4  # the edited model is another model: both retrained

@@ -27,6 +27,7 @@ from privquant.defenses import VariantConfig, train_model
 from privquant.defenses.base import reference_order
 from privquant.errors import ConfigError
 from privquant.models.info import model_info
+from privquant.models.registry import model_code
 from privquant.pipeline.config import AuditConfig, format_errors
 
 
@@ -92,6 +93,9 @@ def tune_step(
     identity = {"dataset": ds.checksum, "model": config.model.model_dump(mode="json"),
                 "train": job.train.model_dump(mode="json"), "members": job.members,
                 "validation": validation, "code": code_version()}  # fmt: skip
+    user_code = model_code(config.model.name)
+    if user_code is not None:  # a plugin's model: an edit to its file is another model
+        identity["model_code"] = user_code
     # Points that differ only in how a defense uses its intermediates (a distillation's
     # temperature, say) share them: sub-teachers train once per teacher set, not once per point.
     cache = ArtifactCache(config.cache_dir or out / "cache")
