@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from privquant.artifacts.atomic import atomic_write_bytes
+from privquant.errors import PrivquantError
 from privquant.report.tables import render_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,11 @@ def main() -> int:
     args = ap.parse_args()
     stale = []
     for path in doc_files():
-        old, new = render_file(path, ROOT)
+        try:
+            old, new = render_file(path, ROOT)
+        except PrivquantError as e:  # a block naming a missing file or a bad spec: one line
+            print(f"docs_tables: {e}", file=sys.stderr)
+            return 2
         if old != new:
             stale.append(path)
             if not args.check:
