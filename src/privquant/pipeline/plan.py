@@ -10,7 +10,7 @@ The prices are a model, not a measurement of the run: on the hosts measured, tra
 runs do it took 0.8-1.05x the time the step timing predicts (data augmentation, evaluation).
 DP-SGD is priced from its own steps timed here (per-example gradients in fp32 with GroupNorm, as
 dp_sgd trains), since its cost against plain training differs by host (8x where bf16 is fast,
-~4x where plain training is fp32 too); without Opacus, from one host's measurement
+2-3x on a host where plain training is fp32 too); without Opacus, from one host's measurement
 (docs/results/dp_throughput.md). Attacks (minutes) are not priced.
 """
 

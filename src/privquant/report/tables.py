@@ -14,8 +14,10 @@ A table is a block in a markdown file::
 ``rows`` entries are ``variant``, ``[variant, label]`` (or ``{variant, label, results}`` to read another
 results file, or ``{divider: text}``); ``columns`` are names from :data:`COLUMNS`. A ``claims``
 block (``kind: claims``) states targets and says met / missed / not resolved from the
-intervals; a ``tune`` block (``kind: tune``) lists a ``privquant tune`` sweep; a ``learning_curve``
-block (``kind: learning_curve``) puts one variant's cost and gain at several audit sizes side by side. :func:`render_file` fills every block; :func:`check_files` says which are stale.
+intervals; a ``tune`` block (``kind: tune``) lists a ``privquant tune`` sweep; a
+``learning_curve`` block (``kind: learning_curve``) puts one variant's cost and gain at several
+audit sizes side by side. :func:`render_file` fills every block; :func:`check_files` says which
+are stale.
 
 Results written before pooled metrics existed (means over a few targets) still render: their
 TPR interval is the range of the targets' bootstrap intervals, and the caption says so.
