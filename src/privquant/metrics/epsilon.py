@@ -23,6 +23,11 @@ def clopper_pearson(successes: float, trials: float, alpha: float) -> tuple[floa
     return lo, hi
 
 
+def accuracy_interval(accuracy: float, rows: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Exact (1 - alpha) interval of an accuracy measured on ``rows`` rows."""
+    return clopper_pearson(round(accuracy * rows), rows, alpha)
+
+
 def epsilon_lower_bound(
     tp: float, fp: float, fn: float, tn: float, confidence: float = 0.95
 ) -> dict[str, float]:

@@ -159,6 +159,8 @@ def dp_gradients_per_second(
         return None
     from privquant.models.layers import batchnorm_to_groupnorm
 
+    # The preparation and timing loop mirror dp_train and time_candidate; both live in the
+    # model-code hash, so a shared helper waits until the carried size-3 models are spent.
     model = copy.deepcopy(model).float().train()
     batchnorm_to_groupnorm(model)
     for module in model.modules():

@@ -26,6 +26,7 @@ from privquant.artifacts.cache import code_version, content_hash
 from privquant.defenses import VariantConfig, train_model
 from privquant.defenses.base import reference_order
 from privquant.errors import ConfigError
+from privquant.metrics.epsilon import accuracy_interval
 from privquant.models.info import model_info
 from privquant.models.registry import model_code
 from privquant.pipeline.config import AuditConfig, format_errors
@@ -135,7 +136,7 @@ def tune_step(
         if point_path("", row.get("step")) == f:  # else another model, validation split or code
             earlier.append(row)
     for row in [plain, *rows, *earlier]:
-        row["validation_ci"] = list(_accuracy_interval(row["validation_accuracy"], validation_rows))
+        row["validation_ci"] = list(accuracy_interval(row["validation_accuracy"], validation_rows))
     for row in [*rows, *earlier]:
         row["accuracy_cost_vs_plain"] = plain["validation_accuracy"] - row["validation_accuracy"]
         row["seconds_vs_plain"] = row["seconds"] / plain["seconds"]
@@ -146,13 +147,6 @@ def tune_step(
                "best": rows[0], "sweep": sweep}  # fmt: skip
     atomic_write_json(out / "tune.json", summary)
     return summary
-
-
-def _accuracy_interval(accuracy: float, rows: int) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) 95% interval of an accuracy measured on ``rows`` rows."""
-    from privquant.metrics.epsilon import clopper_pearson
-
-    return clopper_pearson(round(accuracy * rows), rows, 0.05)
 
 
 def _read_point(path: Path) -> dict[str, Any]:

@@ -408,7 +408,7 @@ def render_tune(spec: dict[str, Any], root: Path, where: str) -> list[str]:
     that differ between points)."""
     import json
 
-    from privquant.metrics.epsilon import clopper_pearson
+    from privquant.metrics.epsilon import accuracy_interval
 
     path = root / spec["results"]
     try:
@@ -433,7 +433,7 @@ def render_tune(spec: dict[str, Any], root: Path, where: str) -> list[str]:
 
     def acc(row: dict[str, Any]) -> str:
         a = row["validation_accuracy"]
-        lo, hi = row.get("validation_ci") or clopper_pearson(round(a * n), n, 0.05)
+        lo, hi = row.get("validation_ci") or accuracy_interval(a, n)
         return f"{100 * a:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
 
     head = [
