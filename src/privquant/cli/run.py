@@ -17,6 +17,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     start = time.perf_counter()
+    if args.train_only is not None:
+        from privquant.pipeline.run import train_only
+
+        trained = train_only(config, args.out, args.train_only or None)
+        for name, folders in trained.items():
+            print(f"{name}: {len(folders)} models in {folders[0].parent if folders else '-'}")
+        print(f"models only, finished in {time.perf_counter() - start:.0f} s; "
+              f"`privquant run {args.config} --out {args.out}` audits them")  # fmt: skip
+        return 0
     results = run_audit(config, args.out)
     _print_summary(results)
     print(f"\nreport: {Path(args.out).resolve() / 'report.html'} (and report.md); "
@@ -64,6 +73,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="run a whole audit from a YAML config and write the report")
     r.add_argument("config", help="YAML config (see src/privquant/pipeline/demo.yaml)")
     r.add_argument("--out", required=True, help="run folder (reused to resume an interrupted run)")
+    r.add_argument("--train-only", nargs="*", metavar="VARIANT", default=None,
+                   help="only train (or find in the cache) the models of these variants (none named: "
+                   "all) and stop: a study spread over sessions fills its cache this way")  # fmt: skip
     r.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser(

@@ -35,6 +35,7 @@ from privquant.pipeline.run import (
     _population_key,
     _preflight,
     _timing_sample,
+    population_train,
     prepared_split,
     signals_cached,
 )
@@ -352,7 +353,9 @@ def plan_run(
         step = variant.train_step
         units, teacher, step_notes = _train_units(step, members, train.epochs,
                                                   config.data.reference_size, dp_factor)  # fmt: skip
-        jobs = population_jobs(split, config.model.name, train, config.model.options, step)
+        jobs = population_jobs(
+            split, config.model.name, population_train(train, step), config.model.options, step
+        )
         found = [cache.get(job_key(j, ds, cache)) for j in jobs]
         teachers = 0
         if step is not None and step.method == "split_distill":

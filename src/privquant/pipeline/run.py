@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from privquant.artifacts.atomic import atomic_write_bytes, remove_stale_temps
 from privquant.artifacts.cache import MODEL_CODE_ROOTS
 from privquant.attacks import run_attacks
 from privquant.data import Dataset, load_dataset
-from privquant.defenses import VariantConfig, get_defense
+from privquant.defenses import DefenseConfig, VariantConfig, get_defense
 from privquant.errors import PrivquantError
 from privquant.machine import machine_info
 from privquant.membership import MembershipSplit, choose_canaries, make_split, plant_in_dataset
@@ -44,6 +45,7 @@ from privquant.results import (
     aggregate_targets,
 )
 from privquant.signals import Signals
+from privquant.training import TrainConfig
 from privquant.training.precision import resolve_train_config
 
 SIGNALS_CODE = (*MODEL_CODE_ROOTS, "privquant.signals")
@@ -70,6 +72,22 @@ def _population_key(variant: VariantConfig) -> str:
     return "plain" if variant.train_step is None else content_hash(variant.train_step)
 
 
+# Train-stage methods that train in one precision whatever the recipe resolved to: DP-SGD's
+# per-example gradients run in fp32 and NCHW (privquant.defenses.dp_sgd.dp_train overrides the
+# recipe). Their models are keyed with that precision, not with what ``auto`` chose on this host,
+# so a DP model trained on one host is found on every other (a study spread over sessions on
+# hosts that resolve ``auto`` differently). A test checks dp_train really ignores the recipe's.
+FIXED_PRECISION: dict[str, dict[str, Any]] = {
+    "dp_sgd": {"precision": "fp32", "channels_last": False}
+}
+
+
+def population_train(train: TrainConfig, step: DefenseConfig | None) -> TrainConfig:
+    """The recipe a population under train-stage defense ``step`` is trained and keyed with."""
+    fixed = FIXED_PRECISION.get(step.method) if step is not None else None
+    return train if fixed is None else train.model_copy(update=fixed)
+
+
 def _train_populations(
     config: AuditConfig,
     ds: Dataset,
@@ -77,13 +95,16 @@ def _train_populations(
     cache: ArtifactCache,
     executor: Executor,
     progress: bool,
+    only: Collection[str] | None = None,
 ) -> dict[str, list[Path]]:
-    """One population per distinct train stage (plain training first); variants share them."""
+    """One population per distinct train stage, in the config's order; variants share them.
+    ``only``: the populations of these variants alone."""
     populations: dict[str, list[Path]] = {}
     for variant in config.variants:
         key = _population_key(variant)
-        if key not in populations:
-            populations[key] = train_population(ds, split, config.model.name, config.train, cache, config.model.options,
+        if key not in populations and (only is None or variant.name in only):
+            train = population_train(config.train, variant.train_step)
+            populations[key] = train_population(ds, split, config.model.name, train, cache, config.model.options,
                                                 defense=variant.train_step, executor=executor, progress=progress,
                                                 stack=config.executor.stack_size(config.train.device))  # fmt: skip
     return populations
@@ -482,6 +503,42 @@ def run_audit(
             raise
         _drop_previous(run_dir)
     return results
+
+
+def train_only(
+    config: AuditConfig,
+    run_dir: str | Path,
+    variants: Collection[str] | None = None,
+    progress: bool = True,
+) -> dict[str, list[Path]]:
+    """Train (or find in the cache) the models of ``variants`` (default: every variant) and stop.
+
+    For a study longer than a session: each session adds finished models to the cache (an
+    interrupted model is not kept), ``scripts/carry_cache.py`` carries them to the next, and a
+    final ``run_audit`` finds them all. Writes nothing in ``run_dir`` but its default cache.
+    Returns each variant's checkpoint folders.
+    """
+    from privquant.errors import ConfigError
+
+    names = [v.name for v in config.variants]
+    unknown = sorted(set(variants or ()) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"variants: {', '.join(unknown)} not in the config (it has {', '.join(names)})"
+        )
+    ds, split = prepared_split(config)
+    config = _preflight(config, ds)
+    cache = ArtifactCache(config.cache_dir or Path(run_dir) / "cache")
+    executor, _ = _build_executor(config, ds)
+    try:
+        populations = _train_populations(
+            config, ds, split, cache, executor, progress, only=variants
+        )
+    finally:
+        if hasattr(executor, "close"):
+            executor.close()
+    return {v.name: populations[_population_key(v)] for v in config.variants
+            if _population_key(v) in populations}  # fmt: skip
 
 
 def _place_target(
