@@ -131,3 +131,62 @@ def test_a_parts_carried_signals_are_read_not_requeried(tmp_path, monkeypatch) -
         and "variant nope" in missing.stderr
         and not (tmp_path / "q.tar.gz").exists()
     )
+
+
+def test_dp_models_trained_in_sessions_are_found_whatever_auto_chose(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    # DP-SGD trains in fp32 whatever the recipe resolved to, so its models are keyed so: a model
+    # trained where auto chose bf16 is found where auto chooses fp32. --train-only fills the cache
+    # with one variant's models and audits nothing.
+    import pytest
+
+    pytest.importorskip("opacus")
+    import privquant.population.jobs as jobs
+    from privquant.errors import ConfigError
+    from privquant.pipeline.run import train_only
+
+    dp = {"name": "dp", "steps": [{"method": "dp_sgd", "noise_multiplier": 0.5, "batch_size": 32}]}
+    config = {**CONFIG, "cache_dir": str(tmp_path / "cache"), "variants": [{"name": "fp32"}, dp]}
+    trained: list[object] = []
+    real = jobs.train_model
+    monkeypatch.setattr(
+        jobs, "train_model", lambda step, ctx: trained.append(step) or real(step, ctx)
+    )
+    bf16_host = {**config, "train": {**CONFIG["train"], "precision": "bf16", "channels_last": True}}
+    folders = train_only(load_config(bf16_host), tmp_path / "run", ["dp"], progress=False)
+    assert list(folders) == ["dp"] and len(folders["dp"]) == 3 and len(trained) == 3
+    assert not (tmp_path / "run" / "results.json").exists()
+    trained.clear()
+    results = run_audit(load_config(config), tmp_path / "run", progress=False)  # fp32 host
+    assert len(trained) == 3 and all(s is None for s in trained)  # the plain models only
+    assert set(results.variants) == {"fp32", "dp"}
+    with pytest.raises(ConfigError, match="variants: nope not in the config"):
+        train_only(load_config(config), tmp_path / "run", ["nope"], progress=False)
+
+
+def test_dp_train_ignores_the_recipes_precision() -> None:
+    # What keying DP models with fp32 (privquant.pipeline.run.FIXED_PRECISION) rests on.
+    import pytest
+    import torch
+
+    pytest.importorskip("opacus")
+    from privquant.data import load_dataset
+    from privquant.defenses import DefenseContext
+    from privquant.defenses.dp_sgd import DPSGD, dp_train
+    from privquant.pipeline.run import FIXED_PRECISION, population_train
+    from privquant.population import model_factory
+    from privquant.training import TrainConfig
+
+    ds = load_dataset("digits")
+    weights = []
+    for precision, layout in (("bf16", True), ("fp32", False)):
+        train = TrainConfig(epochs=2, batch_size=32, optimizer="adam", lr=3e-3, precision=precision,
+                            channels_last=layout)  # fmt: skip
+        ctx = DefenseContext(x=ds.x_train[:200], y=ds.y_train[:200], x_reference=None, y_reference=None,
+                             num_classes=10, train=train, seed=0,
+                             model_fn=model_factory("mlp", 10, {"hidden": [32]}))  # fmt: skip
+        model, _ = dp_train(DPSGD(noise_multiplier=0.5), ctx)
+        weights.append(model.state_dict())
+        fixed = population_train(train, DPSGD(noise_multiplier=0.5))
+        assert fixed.model_dump(include=set(FIXED_PRECISION["dp_sgd"])) == FIXED_PRECISION["dp_sgd"]
+    for a, b in zip(*(w.values() for w in weights), strict=True):
+        assert torch.equal(a, b)
