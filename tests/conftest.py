@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import atexit
 import gzip
 import io
+import os
 import pickle
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +15,13 @@ import pytest
 import torch
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# The machine's precision and worker decisions are timed and cached per user: a test run on a busy
+# machine must neither read a decision another job distorted nor leave one behind for later runs.
+# One file for the whole session (worker processes inherit it), as a fresh CI machine has.
+_MACHINE_CACHE = tempfile.mkdtemp(prefix="privquant-tests-")
+atexit.register(shutil.rmtree, _MACHINE_CACHE, True)
+os.environ["PRIVQUANT_MACHINE_CACHE"] = str(Path(_MACHINE_CACHE) / "precision.json")
 
 
 @pytest.fixture(autouse=True)

@@ -104,3 +104,29 @@ def test_the_real_timing_leaves_weights_and_generators_untouched() -> None:
         speed = prec.time_candidate(model, x, y, prec.Candidate("fp32", True), seconds=0.01)
     assert speed > 0 and torch.equal(torch.rand(3), expected)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_choice_timed_on_a_shared_cpu_is_flagged(stub, monkeypatch, capsys) -> None:  # noqa: ANN001
+    # Another job slows fp32 and bf16 unequally; the cached choice would outlive it.
+    import privquant.pipeline.run as run
+    from privquant.data import load_dataset
+    from privquant.pipeline import load_config
+
+    stub["speeds"] = {"bf16+channels_last": 900.0, "bf16": 900.0, "fp32+channels_last": 300.0,
+                      "fp32": 300.0}  # fmt: skip
+    config = load_config({"name": "shared", "model": {"name": "mlp", "options": {"hidden": [16]}},
+                          "data": {"name": "digits", "pool_size": 200, "reference_size": 0,
+                                   "population_size": 50, "test_size": 100},
+                          "population": {"n_models": 3}, "attacks": ["loss"]})  # fmt: skip
+    ds = load_dataset("digits")
+    monkeypatch.setattr(run, "cpu_share", lambda wall, cpu: 0.3)
+    assert run._preflight(config, ds).train.precision == "bf16"
+    err = capsys.readouterr().err
+    assert "timed while the CPU was shared" in err and str(prec.cache_path()) in err
+    run._preflight(config, ds)  # read back, not timed: nothing to flag
+    assert "shared" not in capsys.readouterr().err
+    monkeypatch.setattr(prec, "CHOICES", {})
+    prec.cache_path().unlink()
+    monkeypatch.setattr(run, "cpu_share", lambda wall, cpu: 0.95)
+    run._preflight(config, ds)  # timed on an idle machine
+    assert "shared" not in capsys.readouterr().err and stub["calls"] > 0

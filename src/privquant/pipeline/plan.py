@@ -32,9 +32,11 @@ from privquant.defenses import DefenseConfig
 from privquant.membership import MembershipSplit
 from privquant.pipeline.config import AuditConfig
 from privquant.pipeline.run import (
+    SHARED_CPU,
     _population_key,
     _preflight,
     _timing_sample,
+    cpu_share,
     population_train,
     prepared_split,
     signals_cached,
@@ -329,8 +331,8 @@ def plan_run(
     train_speed = time_candidate(model, xb, yb, candidate, TRAIN_SECONDS)
     infer_speed = _inference_speed(model.eval(), ds.x_train[:512])
     # Another job on the cores makes every figure below read low: say so rather than plan on it.
-    share = (time.process_time() - cpu) / (time.perf_counter() - wall) / torch.get_num_threads()
-    if share < 0.7:
+    share = cpu_share(wall, cpu)
+    if share < SHARED_CPU:
         notes.append(f"the CPU was shared while timing (this process had {share:.0%} of its "
                      f"{torch.get_num_threads()} threads' time): the estimate reads high; plan "
                      "on an idle machine")  # fmt: skip

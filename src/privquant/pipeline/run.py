@@ -8,6 +8,7 @@ the same numbers.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -46,7 +47,7 @@ from privquant.results import (
 )
 from privquant.signals import Signals
 from privquant.training import TrainConfig
-from privquant.training.precision import resolve_train_config
+from privquant.training.precision import CHOICES, cache_path, resolve_train_config
 
 SIGNALS_CODE = (*MODEL_CODE_ROOTS, "privquant.signals")
 ATTACK_CODE = ("privquant.attacks", "privquant.metrics", "privquant.results")
@@ -322,8 +323,28 @@ def _preflight(config: AuditConfig, ds: Dataset) -> AuditConfig:
                     layer_bits_map(model, quant)
                 except ConfigError as e:
                     raise ConfigError(f"variants.{variant.name}.steps.{i}.quant.{e}") from None
+    measured_before = {id(c) for c in CHOICES.values()}
+    wall, cpu = time.perf_counter(), time.process_time()
     train = resolve_train_config(config.train, model, *_timing_sample(ds), config.model.name)
+    share = cpu_share(wall, cpu)
+    fresh = [c for c in CHOICES.values() if id(c) not in measured_before and c.source == "measured"]
+    if fresh and share < SHARED_CPU:
+        # The choice is cached for this machine and every later run reads it: a decision timed
+        # against another job (which slows fp32 and bf16 unequally) would outlive that job.
+        print(f"privquant: warning: precision: auto was timed while the CPU was shared (this process had "
+              f"{share:.0%} of its threads' time) and chose {train.precision}; if that is wrong, delete "
+              f"{cache_path()} and run again on an idle machine", file=sys.stderr)  # fmt: skip
     return config.model_copy(update={"train": train})
+
+
+SHARED_CPU = 0.7  # below this share of its threads' time a timing measured another job too
+
+
+def cpu_share(wall: float, cpu: float) -> float:
+    """The share of its threads' time this process got since ``perf_counter() == wall`` and
+    ``process_time() == cpu``: well below 1, another job shared the cores."""
+    elapsed = time.perf_counter() - wall
+    return 1.0 if elapsed <= 0 else (time.process_time() - cpu) / elapsed / torch.get_num_threads()
 
 
 def _timing_sample(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
