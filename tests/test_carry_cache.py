@@ -190,3 +190,29 @@ def test_dp_train_ignores_the_recipes_precision() -> None:
         assert fixed.model_dump(include=set(FIXED_PRECISION["dp_sgd"])) == FIXED_PRECISION["dp_sgd"]
     for a, b in zip(*(w.values() for w in weights), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_time_budget_stops_between_models_never_inside_one(monkeypatch) -> None:  # noqa: ANN001
+    import pytest
+
+    import privquant.pipeline.budget as budget
+    from privquant.population import LocalExecutor
+
+    clock = [0.0]
+    monkeypatch.setattr(budget.time, "monotonic", lambda: clock[0])
+
+    def train(seconds: float) -> float:  # a model that takes ``seconds``; 0: found in the cache
+        clock[0] += seconds
+        return seconds
+
+    ex = budget.BudgetExecutor(LocalExecutor(), seconds=10)
+    assert ex.map(train, [0, 0, 3], progress=False) == [0, 0, 3]  # cached models cost nothing
+    with pytest.raises(
+        budget.BudgetReached, match="after 5 jobs in this call, 1 of this population"
+    ) as e:
+        ex.map(train, [3, 3, 3], progress=False)  # 9 s used, 1 s left: the 3-s model does not start
+    assert (e.value.done, e.value.remaining, clock[0]) == (5, 1, 9.0)
+    rounds = budget.BudgetExecutor(LocalExecutor(), seconds=100, round_size=2)
+    assert rounds.map(train, [1, 2, 3], progress=False) == [1, 2, 3] and rounds.slowest == 3
+    with pytest.raises(budget.PrivquantError, match="expected a positive time"):
+        budget.BudgetExecutor(LocalExecutor(), seconds=0)

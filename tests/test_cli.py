@@ -164,6 +164,7 @@ def test_demo_runs_the_packaged_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli_run, "_cmd_run", lambda args: seen.update(vars(args)) or 0)
     assert main(["demo", "--out", "somewhere"]) == 0
     assert seen["out"] == "somewhere" and seen["config"].endswith("pipeline/demo.yaml")
+    assert seen["train_only"] is None and seen["hours"] is None  # a whole audit
     from privquant.pipeline import load_config
 
     assert load_config(seen["config"]).name == "demo-fashion-mnist"
@@ -405,3 +406,15 @@ def test_yaml_flags_are_one_line_naming_the_flag_or_its_file(
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, (argv, err)
     assert not (tmp_path / "o").exists() and not (tmp_path / "d").exists()
+
+
+def test_a_time_budget_belongs_to_train_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {name: digits}\nmodel: {name: mlp}\n")
+    for extra in (["--hours", "2"], ["--train-only", "--hours", "0"]):
+        assert main(["run", str(config), "--out", str(tmp_path / "r"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--hours:" in err and "expected a positive time budget for --train-only" in err
+    assert not (tmp_path / "r").exists()

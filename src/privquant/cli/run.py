@@ -12,15 +12,26 @@ if TYPE_CHECKING:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from privquant.errors import ConfigError
     from privquant.pipeline.config import load_config
     from privquant.pipeline.run import run_audit
 
+    only, hours = args.train_only, args.hours
+    if hours is not None and (only is None or hours <= 0):
+        raise ConfigError(f"--hours: {hours:g}; expected a positive time budget for --train-only "
+                          "(an audit runs to its end)")  # fmt: skip
     config = load_config(args.config)
     start = time.perf_counter()
-    if args.train_only is not None:
+    if only is not None:
+        from privquant.pipeline.budget import BudgetReached
         from privquant.pipeline.run import train_only
 
-        trained = train_only(config, args.out, args.train_only or None)
+        try:
+            trained = train_only(config, args.out, only or None, hours=hours)
+        except BudgetReached as e:
+            print(f"{e}\nmodels only: the finished ones are in the cache "
+                  f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
+            return 0
         for name, folders in trained.items():
             print(f"{name}: {len(folders)} models in {folders[0].parent if folders else '-'}")
         print(f"models only, finished in {time.perf_counter() - start:.0f} s; "
@@ -65,7 +76,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from importlib.resources import files
 
-    ns = argparse.Namespace(config=str(files("privquant.pipeline") / "demo.yaml"), out=args.out)
+    ns = argparse.Namespace(config=str(files("privquant.pipeline") / "demo.yaml"), out=args.out,
+                            train_only=None, hours=None)  # fmt: skip
     return _cmd_run(ns)
 
 
@@ -76,6 +88,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--train-only", nargs="*", metavar="VARIANT", default=None,
                    help="only train (or find in the cache) the models of these variants (none named: "
                    "all) and stop: a study spread over sessions fills its cache this way")  # fmt: skip
+    r.add_argument("--hours", type=float, default=None,
+                   help="with --train-only: start no model that would not finish within this much "
+                   "training time (judged by the slowest model so far)")  # fmt: skip
     r.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser(
