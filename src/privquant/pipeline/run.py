@@ -531,13 +531,16 @@ def train_only(
     run_dir: str | Path,
     variants: Collection[str] | None = None,
     progress: bool = True,
+    hours: float | None = None,
 ) -> dict[str, list[Path]]:
     """Train (or find in the cache) the models of ``variants`` (default: every variant) and stop.
 
     For a study longer than a session: each session adds finished models to the cache (an
     interrupted model is not kept), ``scripts/carry_cache.py`` carries them to the next, and a
     final ``run_audit`` finds them all. Writes nothing in ``run_dir`` but its default cache.
-    Returns each variant's checkpoint folders.
+    ``hours``: start no model that would not finish within this much training time
+    (:class:`privquant.pipeline.budget.BudgetReached` then says what is left). Returns each
+    variant's checkpoint folders.
     """
     from privquant.errors import ConfigError
 
@@ -551,6 +554,10 @@ def train_only(
     config = _preflight(config, ds)
     cache = ArtifactCache(config.cache_dir or Path(run_dir) / "cache")
     executor, _ = _build_executor(config, ds)
+    if hours is not None:
+        from privquant.pipeline.budget import BudgetExecutor
+
+        executor = BudgetExecutor(executor, hours * 3600, getattr(executor, "workers", 1))
     try:
         populations = _train_populations(
             config, ds, split, cache, executor, progress, only=variants
