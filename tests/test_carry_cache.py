@@ -216,3 +216,23 @@ def test_a_time_budget_stops_between_models_never_inside_one(monkeypatch) -> Non
     assert rounds.map(train, [1, 2, 3], progress=False) == [1, 2, 3] and rounds.slowest == 3
     with pytest.raises(budget.PrivquantError, match="expected a positive time"):
         budget.BudgetExecutor(LocalExecutor(), seconds=0)
+
+
+def test_train_only_within_a_budget(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    import pytest
+
+    import privquant.population.jobs as jobs
+    from privquant.pipeline.budget import BudgetReached
+    from privquant.pipeline.run import train_only
+
+    trained: list[object] = []
+    real = jobs.train_model
+    monkeypatch.setattr(
+        jobs, "train_model", lambda step, ctx: trained.append(step) or real(step, ctx)
+    )
+    config = load_config({**CONFIG, "cache_dir": str(tmp_path / "cache")})
+    with pytest.raises(BudgetReached, match="after 0 jobs"):  # spent before the first model
+        train_only(config, tmp_path / "run", ["fp32"], progress=False, hours=1e-9)
+    assert trained == []
+    folders = train_only(config, tmp_path / "run", ["fp32"], progress=False, hours=1.0)
+    assert len(folders["fp32"]) == 3 and len(trained) == 3 and "ls" not in folders

@@ -418,3 +418,9 @@ def test_a_time_budget_belongs_to_train_only(
         err = capsys.readouterr().err.strip()
         assert "--hours:" in err and "expected a positive time budget for --train-only" in err
     assert not (tmp_path / "r").exists()
+    # Spent before the first model: nothing trains, and saying so is the expected outcome (exit 0).
+    config.write_text("data: {name: digits, pool_size: 300, reference_size: 0, population_size: 100, "
+                      "test_size: 200}\nmodel: {name: mlp}\n")  # fmt: skip
+    argv = ["run", str(config), "--out", str(tmp_path / "r"), "--train-only", "--hours", "1e-9"]
+    assert main(argv) == 0
+    assert "time budget: stopped after 0 jobs" in capsys.readouterr().out
