@@ -47,7 +47,8 @@ from privquant.results import (
 )
 from privquant.signals import Signals
 from privquant.training import TrainConfig
-from privquant.training.precision import CHOICES, cache_path, resolve_train_config
+from privquant.training import precision as auto_precision
+from privquant.training.precision import resolve_train_config
 
 SIGNALS_CODE = (*MODEL_CODE_ROOTS, "privquant.signals")
 ATTACK_CODE = ("privquant.attacks", "privquant.metrics", "privquant.results")
@@ -323,17 +324,18 @@ def _preflight(config: AuditConfig, ds: Dataset) -> AuditConfig:
                     layer_bits_map(model, quant)
                 except ConfigError as e:
                     raise ConfigError(f"variants.{variant.name}.steps.{i}.quant.{e}") from None
-    measured_before = {id(c) for c in CHOICES.values()}
+    measured_before = {id(c) for c in auto_precision.CHOICES.values()}
     wall, cpu = time.perf_counter(), time.process_time()
     train = resolve_train_config(config.train, model, *_timing_sample(ds), config.model.name)
     share = cpu_share(wall, cpu)
-    fresh = [c for c in CHOICES.values() if id(c) not in measured_before and c.source == "measured"]
+    fresh = [c for c in auto_precision.CHOICES.values()
+             if id(c) not in measured_before and c.source == "measured"]  # fmt: skip
     if fresh and share < SHARED_CPU:
         # The choice is cached for this machine and every later run reads it: a decision timed
         # against another job (which slows fp32 and bf16 unequally) would outlive that job.
         print(f"privquant: warning: precision: auto was timed while the CPU was shared (this process had "
               f"{share:.0%} of its threads' time) and chose {train.precision}; if that is wrong, delete "
-              f"{cache_path()} and run again on an idle machine", file=sys.stderr)  # fmt: skip
+              f"{auto_precision.cache_path()} and run again on an idle machine", file=sys.stderr)  # fmt: skip
     return config.model_copy(update={"train": train})
 
 
