@@ -324,13 +324,12 @@ def _preflight(config: AuditConfig, ds: Dataset) -> AuditConfig:
                     layer_bits_map(model, quant)
                 except ConfigError as e:
                     raise ConfigError(f"variants.{variant.name}.steps.{i}.quant.{e}") from None
-    measured_before = {id(c) for c in auto_precision.CHOICES.values()}
+    known = set(auto_precision.CHOICES)
     wall, cpu = time.perf_counter(), time.process_time()
     train = resolve_train_config(config.train, model, *_timing_sample(ds), config.model.name)
     share = cpu_share(wall, cpu)
-    fresh = [c for c in auto_precision.CHOICES.values()
-             if id(c) not in measured_before and c.source == "measured"]  # fmt: skip
-    if fresh and share < SHARED_CPU:
+    timed = any(c.source == "measured" for k, c in auto_precision.CHOICES.items() if k not in known)
+    if timed and share < SHARED_CPU:
         # The choice is cached for this machine and every later run reads it: a decision timed
         # against another job (which slows fp32 and bf16 unequally) would outlive that job.
         print(f"privquant: warning: precision: auto was timed while the CPU was shared (this process had "
