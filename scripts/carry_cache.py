@@ -12,7 +12,10 @@ by the code that trained them: resume from a worktree pinned to the same commit,
 With ``pack --run RUN [--variants fp32]`` a finished part's signals and attack results of those variants
 travel too, and ``unpack --run NEXT_RUN`` puts them in the next part's run folder: the next part reads them
 (their keys match) rather than re-querying the carried models on another CPU, where fp32 logits can differ
-in the last bits, so the parts still merge exactly.
+in the last bits, so the parts still merge exactly. The precision those variants' models were trained in
+travels with them as precision pins (the run's own, else what its ``precision: auto`` resolved to, from its
+results.json): the next part, on a host where ``auto`` resolves differently, still finds and reads them
+(privquant.pipeline.pins).
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from privquant.artifacts import ArtifactCache
+from privquant.artifacts import ArtifactCache, atomic_write_json
 from privquant.data.archive import safe_extract
+from privquant.errors import ConfigError
+from privquant.pipeline.pins import PINS_FILE, read_pins
 
 # The archive folder of a part's carried signals (cache entries sit under 2-hex-digit folders).
 RUN_PREFIX = "run"
@@ -69,6 +74,27 @@ def _run_files(run: Path, variants: list[str]) -> list[Path]:
     return files
 
 
+def _run_pins(run: Path, variants: list[str]) -> dict[str, dict]:
+    """The precision ``variants``' models were trained in: the run's pins, else the decision its
+    ``precision: auto`` recorded in results.json (one model, one decision). A part that never
+    finished an audit records none: its variants carry no pin."""
+    pins = {v: p for v, p in read_pins(run).items() if v in variants}
+    results = run / "results.json"
+    if results.is_file():
+        done = json.loads(results.read_text())
+        model = done["config"]["model"]["name"]
+        choices = [c for c in done["machine"].get("precision", []) if c.get("model") == model]
+        if len(choices) == 1:
+            pin = {
+                "precision": choices[0]["precision"],
+                "channels_last": bool(choices[0]["channels_last"]),
+            }
+            recorded = done["machine"].get("precision_pins", {})
+            for v in variants:
+                pins.setdefault(v, recorded.get(v, pin))
+    return pins
+
+
 def pack(cache: Path, archive: Path, defenses: list[str] | None, teachers: bool = False,
          run: Path | None = None, variants: tuple[str, ...] = ()) -> int:  # fmt: skip
     chosen = []
@@ -79,6 +105,7 @@ def pack(cache: Path, archive: Path, defenses: list[str] | None, teachers: bool 
     if teachers:
         chosen += [(entry, "split_distill teachers") for entry in _teacher_entries(cache)]
     run_files = _run_files(run, list(variants)) if run is not None else []
+    pins = _run_pins(run, list(variants)) if run is not None else {}
     if not chosen:
         raise SystemExit(f"carry_cache: no complete entries in {cache} match {defenses}")
     archive.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +117,10 @@ def pack(cache: Path, archive: Path, defenses: list[str] | None, teachers: bool 
                 tar.add(entry, arcname=str(entry.relative_to(cache)))
             for f in run_files:
                 tar.add(f, arcname=f"{RUN_PREFIX}/{f.relative_to(run)}")
+            if pins:
+                with tempfile.TemporaryDirectory() as d:
+                    atomic_write_json(Path(d) / PINS_FILE, pins)
+                    tar.add(Path(d) / PINS_FILE, arcname=f"{RUN_PREFIX}/{PINS_FILE}")
         os.replace(tmp, archive)  # a half-written archive never carries the final name
     finally:
         if os.path.exists(tmp):
@@ -100,14 +131,34 @@ def pack(cache: Path, archive: Path, defenses: list[str] | None, teachers: bool 
     out = {"archive": str(archive), "entries": counts, "bytes": archive.stat().st_size}
     if run_files:
         out["run_files"] = [str(f.relative_to(run)) for f in run_files]
+    if run is not None:
+        out["precision_pins"] = pins
     print(json.dumps(out))
     return 0
+
+
+def _merge_pins(carried: Path, run: Path) -> dict[str, dict]:
+    """The carried pins added to the next part's own (a variant pinned otherwise there: refused)."""
+    try:
+        mine, theirs = read_pins(run), read_pins(carried)
+    except ConfigError as e:
+        raise SystemExit(f"carry_cache: {e}") from None
+    clash = sorted(v for v in theirs if v in mine and mine[v] != theirs[v])
+    if clash:
+        raise SystemExit(f"carry_cache: {run / PINS_FILE} pins {', '.join(clash)} otherwise than the carry "
+                         f"({', '.join(f'{v}: {theirs[v]}' for v in clash)})")  # fmt: skip
+    merged = {**mine, **theirs}
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run / PINS_FILE, merged)
+    (carried / PINS_FILE).unlink()
+    return merged
 
 
 def unpack(archive: Path, cache: Path, run: Path | None = None) -> int:
     cache.mkdir(parents=True, exist_ok=True)
     added = kept = 0
     placed: list[str] = []
+    pins: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         root = safe_extract(archive, Path(tmp) / "entries")  # no links, nothing outside
         carried = root / RUN_PREFIX
@@ -116,6 +167,8 @@ def unpack(archive: Path, cache: Path, run: Path | None = None) -> int:
                 raise SystemExit(
                     f"carry_cache: {archive} carries a part's signals; say where with --run RUN_DIR"
                 )
+            if (carried / PINS_FILE).is_file():
+                pins = _merge_pins(carried, run)
             for f in sorted(p for p in carried.rglob("*") if p.is_file()):
                 final = run / f.relative_to(carried)
                 final.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +188,8 @@ def unpack(archive: Path, cache: Path, run: Path | None = None) -> int:
     out = {"cache": str(cache), "added": added, "already_there": kept}
     if placed:
         out["run_files"] = placed
+    if pins:
+        out["precision_pins"] = pins
     print(json.dumps(out))
     return 0
 

@@ -236,3 +236,120 @@ def test_train_only_within_a_budget(tmp_path, monkeypatch) -> None:  # noqa: ANN
     assert trained == []
     folders = train_only(config, tmp_path / "run", ["fp32"], progress=False, hours=1.0)
     assert len(folders["fp32"]) == 3 and len(trained) == 3 and "ls" not in folders
+
+
+def test_a_pinned_precision_finds_and_reads_models_carried_from_a_bf16_host(
+    tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
+    # Part 1 ran where auto chose bf16; part 2 runs where auto chooses fp32. The carry pins FP32's
+    # population to bf16, so part 2 neither retrains nor re-queries it, and trains its own
+    # variant in this host's fp32. Without the pin the same host retrains FP32.
+    import privquant.pipeline.run as run
+    import privquant.population.jobs as jobs
+
+    bf16_pin = {"precision": "bf16", "channels_last": False}
+    host_a = {
+        **CONFIG,
+        "cache_dir": str(tmp_path / "c1"),
+        "train": {**CONFIG["train"], "precision": "bf16"},
+    }
+    run_audit(load_config(host_a), tmp_path / "r1", progress=False, pins={"fp32": bf16_pin})
+    packed = _carry("pack", str(tmp_path / "c1"), str(tmp_path / "p.tar.gz"), "--defense", "none",
+                    "--run", str(tmp_path / "r1"))  # fmt: skip
+    assert packed["precision_pins"] == {"fp32": bf16_pin}
+    unpacked = _carry(
+        "unpack", str(tmp_path / "p.tar.gz"), str(tmp_path / "c2"), "--run", str(tmp_path / "r2")
+    )
+    assert unpacked["precision_pins"] == {"fp32": bf16_pin}
+    assert json.loads((tmp_path / "r2" / "precision.json").read_text()) == {"fp32": bf16_pin}
+
+    trained: list[tuple[object, str]] = []
+    queried: list[int] = []
+    real_train, real_query = jobs.train_model, run.query_one
+    monkeypatch.setattr(jobs, "train_model",
+                        lambda step, ctx: trained.append((step, ctx.train.precision)) or real_train(step, ctx))  # fmt: skip
+    monkeypatch.setattr(run, "query_one",
+                        lambda job, *a, **k: queried.append(job.deploy.index) or real_query(job, *a, **k))  # fmt: skip
+    ls2 = {"name": "ls2", "steps": [{"method": "label_smoothing", "smoothing": 0.1}]}
+    host_b = {**CONFIG, "cache_dir": str(tmp_path / "c2"), "variants": [{"name": "fp32"}, ls2]}
+    results = run_audit(load_config(host_b), tmp_path / "r2", progress=False)  # pins from r2
+    assert [p for _, p in trained] == ["fp32"] * 3 and all(s is not None for s, _ in trained)
+    assert sorted(queried) == [0, 1, 2]  # ls2's models; FP32's signals were carried
+    assert results.machine["precision_pins"] == {"fp32": bf16_pin}
+    a = AuditResults.load(tmp_path / "r1")
+    assert measured(a.variants["fp32"].model_dump(mode="json")) == measured(
+        results.variants["fp32"].model_dump(mode="json")
+    )
+    trained.clear()
+    run_audit(load_config(host_b), tmp_path / "r3", progress=False)  # no pins: FP32 retrains here
+    assert sum(s is None for s, _ in trained) == 3
+
+
+def test_precision_pins_are_checked_against_the_config(tmp_path) -> None:  # noqa: ANN001
+    import pytest
+
+    from privquant.cli import main
+    from privquant.errors import ConfigError
+    from privquant.pipeline.pins import parse_pin, pinned_config, resolve_pins, save_pins
+
+    assert parse_pin("fp32=bf16+channels_last") == (
+        "fp32",
+        {"precision": "bf16", "channels_last": True},
+    )
+    for bad in ("fp32", "fp32=fp16", "=bf16", "fp32=bf16+nhwc"):
+        with pytest.raises(ConfigError, match="VARIANT=PRECISION"):
+            parse_pin(bad)
+    dp = {"name": "dp", "steps": [{"method": "dp_sgd", "noise_multiplier": 0.5}]}
+    ls = {"name": "ls", "steps": [{"method": "label_smoothing", "smoothing": 0.3}]}
+    ls_q = {"name": "ls_q", "steps": [{"method": "label_smoothing", "smoothing": 0.3},
+                                      {"method": "ptq", "quant": {"weight_bits": 4}}]}  # fmt: skip
+    config = load_config({**CONFIG, "variants": [{"name": "fp32"}, ls, ls_q, dp]})
+    pin = {"precision": "bf16", "channels_last": False}
+    with pytest.raises(ConfigError, match="does not have"):
+        resolve_pins(config, tmp_path, {"nope": pin})
+    with pytest.raises(ConfigError, match="always trains in fp32"):
+        resolve_pins(config, tmp_path, {"dp": pin})
+    with pytest.raises(ConfigError, match="share their models"):
+        resolve_pins(config, tmp_path, {"ls": pin, "ls_q": {**pin, "precision": "fp32"}})
+    save_pins(tmp_path, {"ls": pin})
+    with pytest.raises(ConfigError, match="already pinned"):
+        resolve_pins(config, tmp_path, {"ls": {**pin, "precision": "fp32"}})
+    pins = resolve_pins(config, tmp_path, {"fp32": pin})
+    assert pins == {"ls": pin, "fp32": pin}
+    # A pin covers every variant built on the pinned population, and nothing else.
+    by_name = {v.name: v for v in config.variants}
+    assert pinned_config(config, by_name["ls_q"], pins).train.precision == "bf16"
+    assert pinned_config(config, by_name["dp"], pins) is config
+    (tmp_path / "precision.json").write_text('{"ls": {"precision": "fp16"}}')
+    with pytest.raises(ConfigError, match="precision.json: ls: expected"):
+        resolve_pins(config, tmp_path)
+    assert main(["plan", "cfg.yaml", "--out", str(tmp_path), "--pin-precision", "fp32=fp8"]) == 2
+
+
+def test_a_finished_parts_auto_decision_travels_as_its_pin(tmp_path) -> None:  # noqa: ANN001
+    # A part that ran without pins (size 3's part 1) recorded what auto chose in results.json.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "carry_cache", ROOT / "scripts" / "carry_cache.py"
+    )
+    carry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(carry)
+    decision = {
+        "precision": "bf16",
+        "channels_last": True,
+        "source": "measured",
+        "model": "resnet20",
+    }
+    other = {**decision, "precision": "fp32", "model": "mlp"}  # another model's decision: ignored
+    done = {"config": {"model": {"name": "resnet20"}}, "machine": {"precision": [other, decision]}}
+    (tmp_path / "results.json").write_text(json.dumps(done))
+    pin = {"precision": "bf16", "channels_last": True}
+    assert carry._run_pins(tmp_path, ["fp32", "qat4"]) == {"fp32": pin, "qat4": pin}
+    (tmp_path / "precision.json").write_text(json.dumps({"fp32": {**pin, "precision": "fp32"}}))
+    assert carry._run_pins(tmp_path, ["fp32"]) == {
+        "fp32": {**pin, "precision": "fp32"}
+    }  # its own pin wins
+    (tmp_path / "results.json").unlink()
+    (tmp_path / "precision.json").unlink()
+    assert carry._run_pins(tmp_path, ["fp32"]) == {}  # no audit finished: nothing to say

@@ -165,6 +165,7 @@ def test_demo_runs_the_packaged_config(monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["demo", "--out", "somewhere"]) == 0
     assert seen["out"] == "somewhere" and seen["config"].endswith("pipeline/demo.yaml")
     assert seen["train_only"] is None and seen["hours"] is None  # a whole audit
+    assert seen["pin_precision"] is None
     from privquant.pipeline import load_config
 
     assert load_config(seen["config"]).name == "demo-fashion-mnist"

@@ -21,13 +21,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--hours: {hours:g}; expected a positive time budget for --train-only "
                           "(an audit runs to its end)")  # fmt: skip
     config = load_config(args.config)
+    pins = pins_flag(args.pin_precision)
     start = time.perf_counter()
     if only is not None:
         from privquant.pipeline.budget import BudgetReached
         from privquant.pipeline.run import train_only
 
         try:
-            trained = train_only(config, args.out, only or None, hours=hours)
+            trained = train_only(config, args.out, only or None, hours=hours, pins=pins)
         except BudgetReached as e:
             print(f"{e}\nmodels only: the finished ones are in the cache "
                   f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
@@ -37,11 +38,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"models only, finished in {time.perf_counter() - start:.0f} s; "
               f"`privquant run {args.config} --out {args.out}` audits them")  # fmt: skip
         return 0
-    results = run_audit(config, args.out)
+    results = run_audit(config, args.out, pins=pins)
     _print_summary(results)
     print(f"\nreport: {Path(args.out).resolve() / 'report.html'} (and report.md); "
           f"finished in {time.perf_counter() - start:.0f} s")  # fmt: skip
     return 0
+
+
+def pins_flag(values: list[str] | None) -> dict[str, dict] | None:
+    """``--pin-precision VARIANT=PRECISION[+channels_last]`` flags as pins (none: None)."""
+    if not values:
+        return None
+    from privquant.errors import ConfigError
+    from privquant.pipeline.pins import parse_pin
+
+    pins: dict[str, dict] = {}
+    for text in values:
+        name, pin = parse_pin(text)
+        if pins.setdefault(name, pin) != pin:
+            raise ConfigError(f"--pin-precision: {name} pinned twice, differently")
+    return pins
 
 
 def _print_summary(results: AuditResults) -> None:
@@ -76,9 +92,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from importlib.resources import files
 
-    ns = argparse.Namespace(config=str(files("privquant.pipeline") / "demo.yaml"), out=args.out,
-                            train_only=None, hours=None)  # fmt: skip
-    return _cmd_run(ns)
+    from privquant.cli import build_parser
+
+    # Parsed like a typed `privquant run`, so every run flag has its default here too.
+    config = str(files("privquant.pipeline") / "demo.yaml")
+    return _cmd_run(build_parser().parse_args(["run", config, "--out", args.out]))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -91,6 +109,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--hours", type=float, default=None,
                    help="with --train-only: start no model that would not finish within this much "
                    "training time (judged by the slowest model so far)")  # fmt: skip
+    r.add_argument("--pin-precision", action="append", metavar="VARIANT=PRECISION", default=None,
+                   help="train, find and query VARIANT's population in this precision, not in what "
+                   "precision: auto picks here, e.g. fp32=bf16+channels_last for models carried from a "
+                   "bf16 host; recorded in OUT/precision.json, which later calls keep (repeatable)")  # fmt: skip
     r.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser(

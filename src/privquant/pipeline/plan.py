@@ -31,6 +31,7 @@ from privquant.data import Dataset
 from privquant.defenses import DefenseConfig
 from privquant.membership import MembershipSplit
 from privquant.pipeline.config import AuditConfig
+from privquant.pipeline.pins import Pin, pinned_config, resolve_pins
 from privquant.pipeline.run import (
     SHARED_CPU,
     _population_key,
@@ -307,9 +308,14 @@ def _query_images(config: AuditConfig, ds: Dataset, split: MembershipSplit) -> i
 
 
 def plan_run(
-    config: AuditConfig, run_dir: str | Path, *, dataset: Dataset | None = None
+    config: AuditConfig,
+    run_dir: str | Path,
+    *,
+    dataset: Dataset | None = None,
+    pins: dict[str, Pin] | None = None,
 ) -> RunPlan:
-    """What ``run_audit(config, run_dir)`` would still compute here, and an estimate of its time."""
+    """What ``run_audit(config, run_dir, pins=pins)`` would still compute here, and an estimate
+    of its time (nothing is written)."""
     from privquant.population import model_factory, population_jobs
     from privquant.population.deploy import DeployJob, deploy_key
     from privquant.population.jobs import job_key
@@ -318,6 +324,7 @@ def plan_run(
     run_dir = Path(run_dir)
     ds, split = prepared_split(config, dataset)
     resolved = _preflight(config, ds)
+    pins = resolve_pins(resolved, run_dir, pins)
     cache = ArtifactCache(resolved.cache_dir or run_dir / "cache")
     train = resolved.train
     notes: list[str] = []
@@ -355,10 +362,14 @@ def plan_run(
         step = variant.train_step
         units, teacher, step_notes = _train_units(step, members, train.epochs,
                                                   config.data.reference_size, dp_factor)  # fmt: skip
+        recipe = pinned_config(resolved, variant, pins).train
         jobs = population_jobs(
-            split, config.model.name, population_train(train, step), config.model.options, step
+            split, config.model.name, population_train(recipe, step), config.model.options, step
         )
         found = [cache.get(job_key(j, ds, cache)) for j in jobs]
+        if None in found and recipe is not train:
+            notes.append(f"{variant.name}: pinned to {recipe.precision}; its models still to train "
+                         f"are priced at {train.precision}'s speed here")  # fmt: skip
         teachers = 0
         if step is not None and step.method == "split_distill":
             teachers = sum(_cached_teachers(j, ds, cache) for j, f in zip(jobs, found, strict=True)
@@ -373,7 +384,8 @@ def plan_run(
 
     variants = []
     for variant in config.variants:
-        if signals_cached(resolved, variant, ds, split, run_dir):
+        pinned = pinned_config(resolved, variant, pins)
+        if signals_cached(pinned, variant, ds, split, run_dir):
             variants.append(VariantPlan(variant.name, True, 0, 0.0, 0))
             continue
         units, step_notes = _transform_units(list(variant.transform_steps), train.epochs)
@@ -382,7 +394,7 @@ def plan_run(
             for m, checkpoint in enumerate(checkpoints[_population_key(variant)]):
                 seed = config.seed + m
                 job = DeployJob(index=m, checkpoint=checkpoint, members=split.members(m),
-                                train=train.model_copy(update={"seed": seed}), seed=seed,
+                                train=pinned.train.model_copy(update={"seed": seed}), seed=seed,
                                 model=config.model.name, model_options=config.model.options,
                                 transforms=tuple(variant.transform_steps), reference=split.reference)  # fmt: skip
                 to_deploy += checkpoint is None or cache.get(deploy_key(job, cache)) is None

@@ -33,6 +33,7 @@ from privquant.membership import MembershipSplit, choose_canaries, make_split, p
 from privquant.metrics import evaluate_scores
 from privquant.metrics.pooled import pooled_metrics
 from privquant.pipeline.config import AuditConfig
+from privquant.pipeline.pins import Pin, pinned_config, resolve_pins, save_pins
 from privquant.population import DeployJob, Executor, QueryJob, query_one, train_population
 from privquant.results import (
     AttackResult,
@@ -98,14 +99,16 @@ def _train_populations(
     executor: Executor,
     progress: bool,
     only: Collection[str] | None = None,
+    pins: dict[str, Pin] | None = None,
 ) -> dict[str, list[Path]]:
     """One population per distinct train stage, in the config's order; variants share them.
-    ``only``: the populations of these variants alone."""
+    ``only``: the populations of these variants alone; ``pins``: precisions pinned per variant."""
     populations: dict[str, list[Path]] = {}
     for variant in config.variants:
         key = _population_key(variant)
         if key not in populations and (only is None or variant.name in only):
-            train = population_train(config.train, variant.train_step)
+            recipe = pinned_config(config, variant, pins or {}).train
+            train = population_train(recipe, variant.train_step)
             populations[key] = train_population(ds, split, config.model.name, train, cache, config.model.options,
                                                 defense=variant.train_step, executor=executor, progress=progress,
                                                 stack=config.executor.stack_size(config.train.device))  # fmt: skip
@@ -494,6 +497,7 @@ def run_audit(
     *,
     dataset: Dataset | None = None,
     target: nn.Module | None = None,
+    pins: dict[str, Pin] | None = None,
 ) -> AuditResults:
     """Run the whole audit described by ``config`` into ``run_dir``; return its results.
 
@@ -503,6 +507,8 @@ def run_audit(
     ``target`` is an already trained model 0 (of the config's architecture, trained on the
     first ``population.target_members`` pool rows): it stands in for model 0 of the plain
     population instead of being trained here; train-stage variants still retrain model 0.
+    ``pins``: precisions pinned per variant (:mod:`privquant.pipeline.pins`), added to those
+    ``run_dir`` already records, and recorded there.
     """
     from privquant.errors import ConfigError
 
@@ -515,11 +521,15 @@ def run_audit(
                           "audit it with canaries: {count: 0}")  # fmt: skip
     ds, split = prepared_split(config, dataset)
     user_config, config = config, _preflight(config, ds)
+    pins = resolve_pins(config, run_dir, pins)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         _start_run_folder(user_config, run_dir, split)
+        save_pins(run_dir, pins)
         try:
-            results = _run_stages(user_config, config, ds, split, run_dir, progress, t0, target)
+            results = _run_stages(
+                user_config, config, ds, split, run_dir, progress, t0, target, pins
+            )
         except BaseException:
             _restore_previous(run_dir)
             raise
@@ -533,15 +543,16 @@ def train_only(
     variants: Collection[str] | None = None,
     progress: bool = True,
     hours: float | None = None,
+    pins: dict[str, Pin] | None = None,
 ) -> dict[str, list[Path]]:
     """Train (or find in the cache) the models of ``variants`` (default: every variant) and stop.
 
     For a study longer than a session: each session adds finished models to the cache (an
     interrupted model is not kept), ``scripts/carry_cache.py`` carries them to the next, and a
-    final ``run_audit`` finds them all. Writes nothing in ``run_dir`` but its default cache.
-    ``hours``: start no model that would not finish within this much training time
-    (:class:`privquant.pipeline.budget.BudgetReached` then says what is left). Returns each
-    variant's checkpoint folders.
+    final ``run_audit`` finds them all. Writes nothing in ``run_dir`` but its default cache and
+    its pins. ``hours``: start no model that would not finish within this much training time
+    (:class:`privquant.pipeline.budget.BudgetReached` then says what is left). ``pins``: as for
+    :func:`run_audit`. Returns each variant's checkpoint folders.
     """
     from privquant.errors import ConfigError
 
@@ -553,6 +564,10 @@ def train_only(
         )
     ds, split = prepared_split(config)
     config = _preflight(config, ds)
+    pins = resolve_pins(config, run_dir, pins)
+    if pins:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        save_pins(run_dir, pins)
     cache = ArtifactCache(config.cache_dir or Path(run_dir) / "cache")
     executor, _ = _build_executor(config, ds)
     if hours is not None:
@@ -561,7 +576,7 @@ def train_only(
         executor = BudgetExecutor(executor, hours * 3600, getattr(executor, "workers", 1))
     try:
         populations = _train_populations(
-            config, ds, split, cache, executor, progress, only=variants
+            config, ds, split, cache, executor, progress, only=variants, pins=pins
         )
     finally:
         if hasattr(executor, "close"):
@@ -604,16 +619,19 @@ def _place_target(
 
 
 def _run_stages(user_config: AuditConfig, config: AuditConfig, ds: Dataset, split: MembershipSplit,
-                run_dir: Path, progress: bool, t0: float, target: nn.Module | None = None) -> AuditResults:  # fmt: skip
+                run_dir: Path, progress: bool, t0: float, target: nn.Module | None = None,
+                pins: dict[str, Pin] | None = None) -> AuditResults:  # fmt: skip
     """Train, query, attack, report: everything after the run folder is set up."""
+    pins = pins or {}
     timings: dict[str, float] = {}
     cache = ArtifactCache(config.cache_dir or run_dir / "cache")
     if target is not None:
-        _place_target(config, ds, split, cache, target)
+        plain = next(v for v in config.variants if v.train_step is None)  # the config requires one
+        _place_target(pinned_config(config, plain, pins), ds, split, cache, target)
 
     start = time.perf_counter()
     executor, workers = _build_executor(config, ds)
-    populations = _train_populations(config, ds, split, cache, executor, progress)
+    populations = _train_populations(config, ds, split, cache, executor, progress, pins=pins)
     timings["train_models"] = time.perf_counter() - start
 
     variants: dict[str, VariantResult] = {}
@@ -621,8 +639,8 @@ def _run_stages(user_config: AuditConfig, config: AuditConfig, ds: Dataset, spli
     start = time.perf_counter()
     for variant in config.variants:
         checkpoints = populations[_population_key(variant)]
-        signals[variant.name], meta = _signals_for_variant(config, variant, ds, split, checkpoints, cache, executor,
-                                                           run_dir, progress)  # fmt: skip
+        signals[variant.name], meta = _signals_for_variant(pinned_config(config, variant, pins), variant, ds, split,
+                                                           checkpoints, cache, executor, run_dir, progress)  # fmt: skip
         per_model = [ModelRecord(**r) for r in meta["per_model"]]
         targets = [per_model[t] for t in config.target_indices]
         infos = [r.defense_info for r in targets if r.defense_info]
@@ -668,6 +686,7 @@ def _run_stages(user_config: AuditConfig, config: AuditConfig, ds: Dataset, spli
             **machine_info(),
             "workers": workers,
             "stack": config.executor.stack_size(config.train.device),
+            **({"precision_pins": pins} if pins else {}),
         },
         timings_seconds=timings,
         variants=variants,

@@ -1,0 +1,135 @@
+"""Precision pins: a variant's models keep the precision they were trained in, on any host.
+
+``precision: auto`` resolves to what trains fastest on the host at hand, and that choice enters
+every cache key. A study spread over sessions on hosts that resolve it differently (bf16 on one,
+fp32 on the next) would otherwise retrain every carried model on the second host, and re-query
+them, so its parts would no longer merge. A pin says, for the population of one variant, which
+precision its models were trained in: that population, the transforms of every variant built on
+it and their signals are keyed (and, for anything missing, computed) with the pinned precision,
+while every other population still uses what ``auto`` chose here. Training a bf16 pin on a host
+without fast bf16 works, only slowly: pin what is already trained.
+
+Pins live in the run folder (``precision.json``: ``{variant: {precision, channels_last}}``), so
+every later call on that run keeps them, and results.json's machine block records them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from privquant.artifacts import atomic_write_json
+from privquant.defenses import VariantConfig
+from privquant.errors import ConfigError
+from privquant.pipeline.config import AuditConfig
+
+PINS_FILE = "precision.json"
+PRECISIONS = ("fp32", "bf16")
+# Methods that train in one fixed precision whatever the recipe says (pipeline.run.FIXED_PRECISION):
+# a pin on them would mean nothing.
+UNPINNABLE = ("dp_sgd",)
+
+Pin = dict[str, Any]
+
+
+def parse_pin(text: str) -> tuple[str, Pin]:
+    """``VARIANT=PRECISION[+channels_last]`` (e.g. ``fp32=bf16+channels_last``) as a pin."""
+    variant, sep, value = text.partition("=")
+    precision, _, layout = value.partition("+")
+    if not sep or not variant or precision not in PRECISIONS or layout not in ("", "channels_last"):
+        raise ConfigError(
+            f"--pin-precision: {text!r}; expected VARIANT=PRECISION[+channels_last] with PRECISION "
+            f"one of {', '.join(PRECISIONS)} (e.g. fp32=bf16+channels_last)"
+        )
+    return variant, {"precision": precision, "channels_last": layout == "channels_last"}
+
+
+def _checked(pins: Any, where: str) -> dict[str, Pin]:
+    if not isinstance(pins, dict):
+        raise ConfigError(
+            f"{where}: expected {{variant: {{precision, channels_last}}}}, got {pins!r}"
+        )
+    for name, pin in pins.items():
+        ok = (
+            isinstance(pin, dict)
+            and set(pin) == {"precision", "channels_last"}
+            and pin["precision"] in PRECISIONS
+            and isinstance(pin["channels_last"], bool)
+        )
+        if not ok:
+            raise ConfigError(
+                f"{where}: {name}: expected {{precision: {' or '.join(PRECISIONS)}, "
+                f"channels_last: true or false}}, got {pin!r}"
+            )
+    return dict(pins)
+
+
+def read_pins(run_dir: str | Path) -> dict[str, Pin]:
+    """The pins recorded in ``run_dir`` (none: {})."""
+    path = Path(run_dir) / PINS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        pins = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    return _checked(pins, str(path))
+
+
+def _population(variant: VariantConfig) -> Any:
+    step = variant.train_step
+    return None if step is None else step.model_dump(mode="json")
+
+
+def resolve_pins(
+    config: AuditConfig, run_dir: str | Path, added: dict[str, Pin] | None = None
+) -> dict[str, Pin]:
+    """The run's pins (``run_dir``'s plus ``added``), checked against ``config``; nothing written."""
+    path = Path(run_dir) / PINS_FILE
+    pins = read_pins(run_dir)
+    for name, pin in (added or {}).items():
+        if name in pins and pins[name] != pin:
+            raise ConfigError(
+                f"--pin-precision: {name} is already pinned to {pins[name]} in {path}; "
+                "a run keeps one precision per population (use another --out to change it)"
+            )
+        pins[name] = pin
+    variants = {v.name: v for v in config.variants}
+    for name in pins:
+        if name not in variants:
+            raise ConfigError(
+                f"{path}: pins variant {name!r}, which the config does not have "
+                f"({', '.join(variants)})"
+            )
+        step = variants[name].train_step
+        if step is not None and step.method in UNPINNABLE:
+            raise ConfigError(
+                f"{path}: {name}: {step.method} always trains in fp32; its models need no pin"
+            )
+    by_population: dict[str, tuple[str, Pin]] = {}
+    for name, pin in pins.items():
+        population = json.dumps(_population(variants[name]), sort_keys=True)
+        other = by_population.setdefault(population, (name, pin))
+        if other[1] != pin:
+            raise ConfigError(
+                f"{path}: {other[0]} and {name} share their models but are pinned differently "
+                f"({other[1]} vs {pin})"
+            )
+    return pins
+
+
+def save_pins(run_dir: str | Path, pins: dict[str, Pin]) -> None:
+    """Record ``pins`` in ``run_dir`` (atomically); no file for no pins."""
+    if pins:
+        atomic_write_json(Path(run_dir) / PINS_FILE, pins)
+
+
+def pinned_config(config: AuditConfig, variant: VariantConfig, pins: dict[str, Pin]) -> AuditConfig:
+    """``config`` with the pinned precision of ``variant``'s population (as it is, unpinned)."""
+    population = _population(variant)
+    for other in config.variants:
+        if other.name in pins and _population(other) == population:
+            train = config.train.model_copy(update=pins[other.name])
+            return config.model_copy(update={"train": train})
+    return config
