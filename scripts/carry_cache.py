@@ -31,8 +31,9 @@ from pathlib import Path
 
 from privquant.artifacts import ArtifactCache, atomic_write_json
 from privquant.data.archive import safe_extract
+from privquant.defenses import VariantConfig
 from privquant.errors import ConfigError
-from privquant.pipeline.pins import PINS_FILE, read_pins
+from privquant.pipeline.pins import PINS_FILE, expand_pins, read_pins
 
 # The archive folder of a part's carried signals (cache entries sit under 2-hex-digit folders).
 RUN_PREFIX = "run"
@@ -75,23 +76,27 @@ def _run_files(run: Path, variants: list[str]) -> list[Path]:
 
 
 def _run_pins(run: Path, variants: list[str]) -> dict[str, dict]:
-    """The precision ``variants``' models were trained in: the run's pins, else the decision its
-    ``precision: auto`` recorded in results.json (one model, one decision). A part that never
-    finished an audit records none: its variants carry no pin."""
-    pins = {v: p for v, p in read_pins(run).items() if v in variants}
+    """The precision ``variants``' models were trained in: the run's pins (a variant sharing a
+    pinned variant's population included), else the decision its ``precision: auto`` recorded in
+    results.json (one model, one decision). A part that never finished an audit and has no pins
+    says nothing: its variants carry no pin."""
+    own = read_pins(run)
     results = run / "results.json"
-    if results.is_file():
-        done = json.loads(results.read_text())
-        model = done["config"]["model"]["name"]
-        choices = [c for c in done["machine"].get("precision", []) if c.get("model") == model]
-        if len(choices) == 1:
-            pin = {
-                "precision": choices[0]["precision"],
-                "channels_last": bool(choices[0]["channels_last"]),
-            }
-            recorded = done["machine"].get("precision_pins", {})
-            for v in variants:
-                pins.setdefault(v, recorded.get(v, pin))
+    if not results.is_file():
+        return {v: p for v, p in own.items() if v in variants}
+    done = json.loads(results.read_text())
+    steps = {name: v.get("steps", []) for name, v in done.get("variants", {}).items()}
+    own = expand_pins([VariantConfig(name=n, steps=s) for n, s in steps.items()], own)
+    pins = {v: p for v, p in own.items() if v in variants}
+    model = done.get("config", {}).get("model", {}).get("name")
+    choices = [c for c in done.get("machine", {}).get("precision", []) if c.get("model") == model]
+    if len(choices) == 1:
+        auto = {
+            "precision": choices[0]["precision"],
+            "channels_last": bool(choices[0]["channels_last"]),
+        }
+        for v in variants:
+            pins.setdefault(v, auto)
     return pins
 
 

@@ -350,6 +350,15 @@ def test_a_finished_parts_auto_decision_travels_as_its_pin(tmp_path) -> None:  #
     assert carry._run_pins(tmp_path, ["fp32"]) == {
         "fp32": {**pin, "precision": "fp32"}
     }  # its own pin wins
+    # A variant built on a pinned variant's population carries that pin, not auto's decision.
+    ls = [{"method": "label_smoothing", "smoothing": 0.3}]
+    done["variants"] = {"fp32": {"steps": []}, "ls": {"steps": ls},
+                        "ls_q": {"steps": [*ls, {"method": "ptq", "quant": {"weight_bits": 4}}]}}  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps(done))
+    fp32_pin = {**pin, "precision": "fp32"}
+    (tmp_path / "precision.json").write_text(json.dumps({"ls": fp32_pin}))
+    assert carry._run_pins(tmp_path, ["fp32", "ls_q"]) == {"fp32": pin, "ls_q": fp32_pin}
     (tmp_path / "results.json").unlink()
+    assert carry._run_pins(tmp_path, ["fp32", "ls"]) == {"ls": fp32_pin}  # its pins, no results
     (tmp_path / "precision.json").unlink()
     assert carry._run_pins(tmp_path, ["fp32"]) == {}  # no audit finished: nothing to say

@@ -125,11 +125,19 @@ def save_pins(run_dir: str | Path, pins: dict[str, Pin]) -> None:
         atomic_write_json(Path(run_dir) / PINS_FILE, pins)
 
 
+def expand_pins(variants: list[VariantConfig], pins: dict[str, Pin]) -> dict[str, Pin]:
+    """``pins`` extended to every variant that shares a pinned variant's population."""
+    out = dict(pins)
+    for variant in variants:
+        for other in variants:
+            if other.name in pins and _population(other) == _population(variant):
+                out.setdefault(variant.name, pins[other.name])
+    return out
+
+
 def pinned_config(config: AuditConfig, variant: VariantConfig, pins: dict[str, Pin]) -> AuditConfig:
     """``config`` with the pinned precision of ``variant``'s population (as it is, unpinned)."""
-    population = _population(variant)
-    for other in config.variants:
-        if other.name in pins and _population(other) == population:
-            train = config.train.model_copy(update=pins[other.name])
-            return config.model_copy(update={"train": train})
-    return config
+    pin = expand_pins(list(config.variants), pins).get(variant.name)
+    if pin is None:
+        return config
+    return config.model_copy(update={"train": config.train.model_copy(update=pin)})

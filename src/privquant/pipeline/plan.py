@@ -367,7 +367,10 @@ def plan_run(
             split, config.model.name, population_train(recipe, step), config.model.options, step
         )
         found = [cache.get(job_key(j, ds, cache)) for j in jobs]
-        if None in found and recipe is not train:
+        if None in found and (recipe.precision, recipe.channels_last) != (
+            train.precision,
+            train.channels_last,
+        ):
             notes.append(f"{variant.name}: pinned to {recipe.precision}; its models still to train "
                          f"are priced at {train.precision}'s speed here")  # fmt: skip
         teachers = 0
