@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from privquant.artifacts import atomic_write_json
+from privquant.artifacts import atomic_write_json, content_hash
 from privquant.defenses import VariantConfig
 from privquant.errors import ConfigError
 from privquant.pipeline.config import AuditConfig
@@ -77,9 +77,9 @@ def read_pins(run_dir: str | Path) -> dict[str, Pin]:
     return _checked(pins, str(path))
 
 
-def _population(variant: VariantConfig) -> Any:
-    step = variant.train_step
-    return None if step is None else step.model_dump(mode="json")
+def population_key(variant: VariantConfig) -> str:
+    """Which population a variant's models come from: variants with one train stage share it."""
+    return "plain" if variant.train_step is None else content_hash(variant.train_step)
 
 
 def resolve_pins(
@@ -109,8 +109,7 @@ def resolve_pins(
             )
     by_population: dict[str, tuple[str, Pin]] = {}
     for name, pin in pins.items():
-        population = json.dumps(_population(variants[name]), sort_keys=True)
-        other = by_population.setdefault(population, (name, pin))
+        other = by_population.setdefault(population_key(variants[name]), (name, pin))
         if other[1] != pin:
             raise ConfigError(
                 f"{path}: {other[0]} and {name} share their models but are pinned differently "
@@ -130,7 +129,7 @@ def expand_pins(variants: list[VariantConfig], pins: dict[str, Pin]) -> dict[str
     out = dict(pins)
     for variant in variants:
         for other in variants:
-            if other.name in pins and _population(other) == _population(variant):
+            if other.name in pins and population_key(other) == population_key(variant):
                 out.setdefault(variant.name, pins[other.name])
     return out
 

@@ -33,7 +33,7 @@ from privquant.membership import MembershipSplit, choose_canaries, make_split, p
 from privquant.metrics import evaluate_scores
 from privquant.metrics.pooled import pooled_metrics
 from privquant.pipeline.config import AuditConfig
-from privquant.pipeline.pins import Pin, pinned_config, resolve_pins, save_pins
+from privquant.pipeline.pins import Pin, pinned_config, population_key, resolve_pins, save_pins
 from privquant.population import DeployJob, Executor, QueryJob, query_one, train_population
 from privquant.results import (
     AttackResult,
@@ -71,8 +71,7 @@ def _steps_identity(variant: VariantConfig) -> list[Any]:
     return [[s.model_dump(mode="json"), get_defense(s.method).code] for s in variant.steps]
 
 
-def _population_key(variant: VariantConfig) -> str:
-    return "plain" if variant.train_step is None else content_hash(variant.train_step)
+_population_key = population_key  # the name plan and the stages below use
 
 
 # Train-stage methods that train in one precision whatever the recipe resolved to: DP-SGD's
