@@ -107,8 +107,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="only train (or find in the cache) the models of these variants (none named: "
                    "all) and stop: a study spread over sessions fills its cache this way")  # fmt: skip
     r.add_argument("--hours", type=float, default=None,
-                   help="with --train-only: start no model that would not finish within this much "
-                   "training time (judged by the slowest model so far)")  # fmt: skip
+                   help="with --train-only: train within this much time, judged per step that lands "
+                   "in the cache (a sub-teacher, a model): start no model unless the slowest step so "
+                   "far fits, and stop inside one once its next step would not")  # fmt: skip
     r.add_argument("--pin-precision", action="append", metavar="VARIANT=PRECISION", default=None,
                    help="train, find and query VARIANT's population in this precision, not in what "
                    "precision: auto picks here, e.g. fp32=bf16+channels_last for models carried from a "

@@ -4,12 +4,25 @@ A study longer than a session fills its cache over several (``privquant run --tr
 --hours H``). Killing a run at the session's end throws away the model it was training; this
 executor instead stops *between* models, once the slowest model it trained so far would not
 fit in what is left, so every hour spent lands in the cache.
+
+A model can be made of steps that land in the cache on their own (a defended model's teachers:
+split self-distillation at 12,500 members is 4 teachers and a student, about an hour on a 2-core
+host, each step 12-14 min). Stopping only between models would then leave up to a whole model's
+time unused, so with ``watch`` (the cache folder) the executor also counts finished cache
+entries: a model starts when the slowest *step* so far fits, and inside a model it stops right
+after a step lands if the slowest step would not fit in what is left. The next call finds the
+finished steps in the cache and goes on from there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
@@ -20,30 +33,141 @@ from privquant.population import Executor
 J = TypeVar("J")
 R = TypeVar("R")
 
+MARKER = "COMPLETE"  # privquant.artifacts.ArtifactCache.MARKER: an entry is whole once it has one
+
 
 class BudgetReached(PrivquantError):
     """The budget ended before every job ran; what ran is in the cache."""
 
-    def __init__(self, done: int, remaining: int, slowest: float, left: float) -> None:
-        super().__init__(
-            f"time budget: stopped after {done} jobs in this call, {remaining} of this population "
-            f"not started (the slowest took {slowest / 60:.0f} min, {max(left, 0) / 60:.0f} min "
-            "were left); rerun to go on"
+    def __init__(
+        self,
+        done: int,
+        remaining: int,
+        slowest: float,
+        left: float,
+        steps_inside: int = 0,
+        unit: str = "job",
+    ) -> None:
+        inside = (
+            f" and {steps_inside} cached step{'s' * (steps_inside != 1)} of the next"
+            if steps_inside
+            else ""
         )
-        self.done, self.remaining = done, remaining
+        super().__init__(
+            f"time budget: stopped after {done} jobs in this call{inside}, {remaining} of this "
+            f"population not finished (the slowest {unit} took {slowest / 60:.0f} min, "
+            f"{max(left, 0) / 60:.0f} min were left); rerun to go on"
+        )
+        self.done, self.remaining, self.steps_inside = done, remaining, steps_inside
+
+
+def cache_entries(root: Path) -> set[str]:
+    """Names of the finished entries of an ``ArtifactCache`` folder (``root/xx/KEY/COMPLETE``)."""
+    with contextlib.suppress(OSError):
+        return {
+            entry.name
+            for shard in os.scandir(root)
+            if shard.is_dir()
+            for entry in os.scandir(shard.path)
+            if os.path.isfile(os.path.join(entry.path, MARKER))
+        }
+    return set()
+
+
+class StepWatch:
+    """Watches a cache folder while one job runs; once a new entry lands and the slowest step
+    so far would not fit before ``deadline``, it interrupts the main thread (as Ctrl-C does:
+    the job's unfinished step is dropped, its finished ones stay in the cache)."""
+
+    def __init__(self, root: Path, deadline: float, slowest: float, poll: float = 5.0) -> None:
+        self.root, self.deadline, self.slowest, self.poll = root, deadline, slowest, poll
+        self.seen = cache_entries(root)
+        self.last = time.monotonic()
+        self.steps = 0  # entries that landed during this job
+        self.fired = False
+        self.finished = False  # the job returned: never interrupt after that
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="privquant-budget", daemon=True)
+
+    def check(self) -> bool:
+        """One look at the cache; True when the job should stop now."""
+        now_seen = cache_entries(self.root)
+        if not now_seen - self.seen:
+            return False
+        self.seen = now_seen
+        now = time.monotonic()
+        self.slowest = max(self.slowest, now - self.last)
+        self.last, self.steps = now, self.steps + 1
+        return self.deadline - now < self.slowest
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll):
+            if self.check():
+                with self._lock:
+                    if self.finished:
+                        return
+                    self.fired = True
+                _interrupt_main()
+                return
+
+    def __enter__(self) -> StepWatch:
+        self._thread.start()
+        return self
+
+    def job_returned(self) -> None:
+        with self._lock:
+            self.finished = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _interrupt_main() -> None:
+    # A real SIGINT wakes a main thread blocked in a system call; _thread.interrupt_main would
+    # only be seen once that call returned.
+    if hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+    else:  # pragma: no cover (Windows)
+        import _thread
+
+        _thread.interrupt_main()
 
 
 class BudgetExecutor:
     """Runs an executor's jobs in rounds of ``round_size`` (its worker count), starting a round
-    only if the slowest round so far fits in the budget left."""
+    only if the slowest round so far fits in the budget left.
 
-    def __init__(self, inner: Executor, seconds: float, round_size: int = 1) -> None:
+    ``watch``: the cache folder the jobs write to. With one worker in the main thread, the
+    budget is then judged per cached step, not per job (the module's docstring says how)."""
+
+    def __init__(
+        self,
+        inner: Executor,
+        seconds: float,
+        round_size: int = 1,
+        watch: str | os.PathLike[str] | None = None,
+        poll: float = 5.0,
+    ) -> None:
         if seconds <= 0:
             raise PrivquantError(f"time budget: {seconds:g} s; expected a positive time")
         self.inner, self.round_size = inner, max(1, round_size)
         self.deadline = time.monotonic() + seconds
         self.slowest = 0.0  # the longest round so far (cached models take no time)
+        self.slowest_step = 0.0  # the longest time between two cache entries inside a job
         self.done = 0
+        self.watch = Path(watch) if watch is not None else None
+        self.poll = poll
+
+    def _watching(self) -> bool:
+        # Steps are told apart by when entries land: that needs one job at a time, and the
+        # interrupt that stops a job needs this to be the main thread (where Python handles it).
+        return (
+            self.watch is not None
+            and self.round_size == 1
+            and threading.current_thread() is threading.main_thread()
+        )
 
     def map(
         self,
@@ -54,18 +178,59 @@ class BudgetExecutor:
         shared: dict[str, Any] | None = None,
     ) -> list[R]:
         results: list[R] = []
+        watching = self._watching()
         with tqdm(total=len(jobs), desc=desc, unit="job", disable=not progress) as bar:
             for start in range(0, len(jobs), self.round_size):
                 left = self.deadline - time.monotonic()
-                if left <= 0 or self.slowest > left:
-                    raise BudgetReached(self.done, len(jobs) - start, self.slowest, left)
+                need = self.slowest_step if watching else self.slowest
+                if left <= 0 or need > left:
+                    unit = "step" if watching else "job"
+                    raise BudgetReached(self.done, len(jobs) - start, need, left, unit=unit)
                 began = time.monotonic()
                 chunk = jobs[start : start + self.round_size]
-                results += self.inner.map(fn, chunk, desc=desc, progress=False, shared=shared)
+                if watching:
+                    results += self._run_watched(fn, chunk, desc, shared, len(jobs) - start)
+                else:
+                    results += self.inner.map(fn, chunk, desc=desc, progress=False, shared=shared)
                 self.slowest = max(self.slowest, time.monotonic() - began)
                 self.done += len(chunk)
                 bar.update(len(chunk))
         return results
+
+    def _run_watched(
+        self,
+        fn: Callable[..., R],
+        chunk: Sequence[J],
+        desc: str,
+        shared: dict[str, Any] | None,
+        remaining: int,
+    ) -> list[R]:
+        assert self.watch is not None
+        step = StepWatch(self.watch, self.deadline, self.slowest_step, self.poll)
+        try:
+            with step:
+                out = self.inner.map(fn, chunk, desc=desc, progress=False, shared=shared)
+                step.job_returned()
+                if step.fired:  # the interrupt is on its way: take it here, not in the caller
+                    time.sleep(self.poll + 1)
+        except KeyboardInterrupt:
+            if not step.fired:
+                raise
+            self.slowest_step = step.slowest
+            left = self.deadline - time.monotonic()
+            if step.finished:  # the step that stopped it was the job's last
+                self.done += len(chunk)
+                raise BudgetReached(
+                    self.done, remaining - len(chunk), step.slowest, left, unit="step"
+                ) from None
+            raise BudgetReached(
+                self.done, remaining, step.slowest, left, step.steps, unit="step"
+            ) from None
+        step.check()  # the job's last entry often lands between two looks of the watch
+        # A job that lands no entry of its own (found whole in the cache) says nothing of steps.
+        if step.steps:
+            self.slowest_step = max(step.slowest, time.monotonic() - step.last)
+        return out
 
     def close(self) -> None:
         if hasattr(self.inner, "close"):

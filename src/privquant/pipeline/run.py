@@ -549,8 +549,10 @@ def train_only(
     For a study longer than a session: each session adds finished models to the cache (an
     interrupted model is not kept), ``scripts/carry_cache.py`` carries them to the next, and a
     final ``run_audit`` finds them all. Writes nothing in ``run_dir`` but its default cache and
-    its pins. ``hours``: start no model that would not finish within this much training time
-    (:class:`privquant.pipeline.budget.BudgetReached` then says what is left). ``pins``: as for
+    its pins. ``hours``: start no model that would not finish within this much training time,
+    judged per step that lands in the cache (a defense's teacher, a model), and stop inside a
+    model once its next step would not fit (:class:`privquant.pipeline.budget.BudgetReached`
+    then says what is left; the finished steps are in the cache). ``pins``: as for
     :func:`run_audit`. Returns each variant's checkpoint folders.
     """
     from privquant.errors import ConfigError
@@ -572,7 +574,9 @@ def train_only(
     if hours is not None:
         from privquant.pipeline.budget import BudgetExecutor
 
-        executor = BudgetExecutor(executor, hours * 3600, getattr(executor, "workers", 1))
+        executor = BudgetExecutor(
+            executor, hours * 3600, getattr(executor, "workers", 1), watch=cache.root
+        )
     try:
         populations = _train_populations(
             config, ds, split, cache, executor, progress, only=variants, pins=pins

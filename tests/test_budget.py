@@ -1,0 +1,102 @@
+"""The time budget of ``privquant run --train-only --hours``: per cached step, not only per model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import privquant.pipeline.budget as budget
+from privquant.population import LocalExecutor
+
+
+def _land(root: Path, name: str) -> None:
+    """A finished cache entry, laid out as ArtifactCache lays it (root/xx/KEY/COMPLETE)."""
+    entry = root / name[:2] / name
+    entry.mkdir(parents=True)
+    (entry / budget.MARKER).write_text("{}")
+
+
+def test_the_watch_stops_after_the_step_whose_successor_would_not_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(budget.time, "monotonic", lambda: clock[0])
+    _land(tmp_path, "aa-found")  # already there when the job starts: not a step of it
+    (tmp_path / "bb" / "bb-unfinished").mkdir(parents=True)  # no marker: not landed
+    watch = budget.StepWatch(tmp_path, deadline=100.0, slowest=0.0)
+    clock[0] = 10.0
+    assert not watch.check()  # nothing new
+    _land(tmp_path, "cc-teacher0")
+    assert not watch.check() and (watch.steps, watch.slowest) == (1, 10.0)
+    clock[0] = 40.0
+    _land(tmp_path, "dd-teacher1")
+    assert not watch.check() and watch.slowest == 30.0  # 60 s left >= the slowest step (30 s)
+    clock[0] = 75.0
+    _land(tmp_path, "ee-teacher2")
+    assert watch.check() and watch.steps == 3  # 25 s left < 35 s
+
+
+def _job_of_steps(root: Path, seconds: float):  # noqa: ANN202
+    """A job made of cached steps (a defended model's teachers, then its student)."""
+
+    def job(name: str, steps: int) -> str:
+        for i in range(steps):
+            time.sleep(seconds)
+            _land(root, f"{name}-step{i}")
+        return name
+
+    return lambda spec: job(*spec)
+
+
+def test_a_budget_stops_inside_a_model_once_its_next_step_would_not_fit(tmp_path: Path) -> None:
+    # Steps of 0.5 s, a 1.8 s budget. Model 0 (two steps) ends at 1.0 s. Per model, model 1
+    # (1 s) would not start in the 0.8 s left; per step it starts, lands its first step at 1.5 s
+    # and is stopped there (0.3 s left < 0.5 s): that step is in the cache, the second never runs.
+    jobs = [("m0", 2), ("m1", 2), ("m2", 2)]
+    per_model = budget.BudgetExecutor(LocalExecutor(), seconds=1.8)
+    with pytest.raises(budget.BudgetReached, match="after 1 jobs in this call, 2 of") as e:
+        per_model.map(_job_of_steps(tmp_path / "a", 0.5), jobs, progress=False)
+    assert e.value.steps_inside == 0 and budget.cache_entries(tmp_path / "a") == {
+        "m0-step0", "m0-step1"
+    }  # fmt: skip
+
+    per_step = budget.BudgetExecutor(LocalExecutor(), seconds=1.8, watch=tmp_path / "b", poll=0.02)
+    with pytest.raises(budget.BudgetReached, match="1 cached step of the next, 2 of") as e:
+        per_step.map(_job_of_steps(tmp_path / "b", 0.5), jobs, progress=False)
+    assert (e.value.done, e.value.steps_inside) == (1, 1)
+    assert budget.cache_entries(tmp_path / "b") == {"m0-step0", "m0-step1", "m1-step0"}
+    assert per_step.slowest_step == pytest.approx(0.5, abs=0.2)
+
+    # The next call finds what landed and starts where it stopped (here with budget to spare).
+    again = budget.BudgetExecutor(LocalExecutor(), seconds=60, watch=tmp_path / "b", poll=0.02)
+
+    def resume(spec: tuple[str, int]) -> str:
+        name, steps = spec
+        done = budget.cache_entries(tmp_path / "b")
+        for i in range(steps):
+            if f"{name}-step{i}" not in done:
+                _land(tmp_path / "b", f"{name}-step{i}")
+        return name
+
+    assert again.map(resume, jobs, progress=False) == ["m0", "m1", "m2"]
+
+
+def test_models_of_one_step_are_budgeted_as_before(tmp_path: Path) -> None:
+    # Each model lands one entry as it ends, usually before the watch looks again: the step must
+    # still be counted, or the budget would start every model.
+    ex = budget.BudgetExecutor(LocalExecutor(), seconds=1.2, watch=tmp_path, poll=10.0)
+    with pytest.raises(budget.BudgetReached, match="after 2 jobs in this call, 2 of") as e:
+        ex.map(_job_of_steps(tmp_path, 0.5), [("m0", 1), ("m1", 1), ("m2", 1), ("m3", 1)],
+               progress=False)  # fmt: skip
+    assert e.value.steps_inside == 0 and ex.slowest_step == pytest.approx(0.5, abs=0.2)
+
+
+def test_a_real_interrupt_is_not_taken_for_the_budget(tmp_path: Path) -> None:
+    def job(_: int) -> int:
+        raise KeyboardInterrupt  # the user's Ctrl-C
+
+    ex = budget.BudgetExecutor(LocalExecutor(), seconds=60, watch=tmp_path, poll=0.02)
+    with pytest.raises(KeyboardInterrupt):
+        ex.map(job, [0], progress=False)
