@@ -549,10 +549,11 @@ def train_only(
     For a study longer than a session: each session adds finished models to the cache (an
     interrupted model is not kept), ``scripts/carry_cache.py`` carries them to the next, and a
     final ``run_audit`` finds them all. Writes nothing in ``run_dir`` but its default cache and
-    its pins. ``hours``: start no model that would not finish within this much training time,
-    judged per step that lands in the cache (a defense's teacher, a model), and stop inside a
-    model once its next step would not fit (:class:`privquant.pipeline.budget.BudgetReached`
-    then says what is left; the finished steps are in the cache). ``pins``: as for
+    its pins. ``hours``: train within this much time, judged per step that lands in the cache
+    (a defense's teacher, a model): no model starts unless the slowest step so far fits, and a
+    model stops right after a step once the next would not fit
+    (:class:`privquant.pipeline.budget.BudgetReached` then says what is left; the finished steps
+    are in the cache). ``pins``: as for
     :func:`run_audit`. Returns each variant's checkpoint folders.
     """
     from privquant.errors import ConfigError
