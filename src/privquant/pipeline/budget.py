@@ -27,13 +27,14 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from privquant.artifacts import ArtifactCache
 from privquant.errors import PrivquantError
 from privquant.population import Executor
 
 J = TypeVar("J")
 R = TypeVar("R")
 
-MARKER = "COMPLETE"  # privquant.artifacts.ArtifactCache.MARKER: an entry is whole once it has one
+MARKER = ArtifactCache.MARKER  # an entry is whole once it has one
 
 
 class BudgetReached(PrivquantError):
