@@ -238,7 +238,9 @@ def _fmt_ratio(x: float) -> str:
 
 def render_claims(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
     """Targets judged by their intervals: ``reduction`` (FP32's TPR over the variant's at least
-    ``factor``) and ``accuracy`` (the variant within ``points`` of FP32's test accuracy)."""
+    ``factor``), ``less_than`` (the variant leaks less than ``reference``), ``matched_accuracy``
+    (it leaks less than ``reference`` at matched accuracy, e.g. against a DP-SGD point) and
+    ``accuracy`` (the variant within ``points`` of FP32's test accuracy)."""
     lines = ["| target | measured [95% interval] | met? |", "|---|---|---|"]
     for claim in spec.get("claims", []):
         results = load(claim.get("results", spec.get("results")))
@@ -264,6 +266,8 @@ def render_claims(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
                 status = ("met" if resolved and b.ci[1] < a.ci[0] else "missed" if resolved and b.ci[0] > a.ci[1]
                           else "not resolved")  # fmt: skip
                 measured = f"{b.text()} vs {a.text()} ({claim.get('reference', 'fp32')})"
+        elif kind == "matched_accuracy":
+            measured, status = _matched_accuracy(v, ref, claim, where)
         elif kind == "shokri":
             measured = _shokri(results, v, bool(claim.get("naive")))
             status = "not resolved (one threshold-dependent operating point, no interval)"
@@ -274,7 +278,8 @@ def render_claims(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
             measured = f"{-100 * diff:+.2f} points [{-100 * hi:+.2f}, {-100 * lo:+.2f}] over {n_models} models"
         else:
             raise PrivquantError(
-                f"{where}: claims: unknown kind {kind!r} (reduction, less_than, shokri, accuracy)"
+                f"{where}: claims: unknown kind {kind!r} "
+                "(reduction, less_than, matched_accuracy, shokri, accuracy)"
             )
         lines.append(f"| {claim['text']} | {measured} | {status} |")
     return [
@@ -282,6 +287,40 @@ def render_claims(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
         "",
         '*Generated from results.json: "met" only when the whole interval clears the line.*',
     ]
+
+
+def _matched_accuracy(
+    v: VariantResult, ref: VariantResult, claim: dict[str, Any], where: str
+) -> tuple[str, str]:
+    """Does ``v`` leak less than ``ref`` (e.g. a DP-SGD point) at matched accuracy?
+
+    Aerni et al. compare defenses at equal utility: a defense that leaks less only because it is
+    less accurate has not beaten the reference. So "met" needs ``v`` to leak less, intervals apart,
+    while ``ref`` is not measurably more accurate (its accuracy lead's interval reaches 0 or below);
+    "missed" is the mirror image (``ref`` leaks less and ``v`` is not measurably more accurate).
+    Anything else, including a reference that is both less accurate and less leaky, is a different
+    trade-off point, not a comparison at matched accuracy: "not resolved", with the reason."""
+    if "reference" not in claim:
+        raise PrivquantError(f"{where}: claims: matched_accuracy needs a reference variant")
+    subset, key = METRICS[claim["metric"]]
+    a, b = _leak(ref, subset, key), _leak(v, subset, key)
+    lead, lo, hi, n_models = _accuracy_cost(v, ref)  # ref's accuracy minus v's
+    name = claim["reference"]
+    measured = (f"{b.text()} vs {a.text()} ({name}); {name}'s accuracy lead {100 * lead:+.2f} points "
+                f"[{100 * lo:+.2f}, {100 * hi:+.2f}] over {n_models} models")  # fmt: skip
+    if not (a.resolved and b.resolved and a.ci is not None and b.ci is not None):
+        return measured, "not resolved (too few false positives)"
+    if b.ci[1] < a.ci[0]:
+        return (
+            measured,
+            "met" if lo <= 0 else f"not resolved ({name} is more accurate: no matched point)",
+        )
+    if a.ci[1] < b.ci[0]:
+        return (
+            measured,
+            "missed" if hi >= 0 else f"not resolved ({name} is less accurate: no matched point)",
+        )
+    return measured, "not resolved (leakage intervals overlap)"
 
 
 def _accuracy_cost(v: VariantResult, ref: VariantResult) -> tuple[float, float, float, int]:
