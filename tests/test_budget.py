@@ -62,10 +62,18 @@ def test_a_budget_stops_inside_a_model_once_its_next_step_would_not_fit(tmp_path
         "m0-step0", "m0-step1"
     }  # fmt: skip
 
-    per_step = budget.BudgetExecutor(LocalExecutor(), seconds=1.8, watch=tmp_path / "b", poll=0.02)
+    told: list[str] = []
+    per_step = budget.BudgetExecutor(LocalExecutor(), seconds=1.8, watch=tmp_path / "b", poll=0.02,
+                                     report=told.append)  # fmt: skip
     with pytest.raises(budget.BudgetReached, match="1 cached step of the next, 2 of") as e:
         per_step.map(_job_of_steps(tmp_path / "b", 0.5), jobs, progress=False)
     assert (e.value.done, e.value.steps_inside) == (1, 1)
+    # Each step that lands is told as it lands (the progress of a model of many steps), and the
+    # last one says the run stops there.
+    assert told[-1].startswith("budget: step 1 of this model cached") and told[-1].endswith(
+        "stopping here"
+    )
+    assert len(told) >= 2 and all(m.endswith("going on") for m in told[:-1])
     assert budget.cache_entries(tmp_path / "b") == {"m0-step0", "m0-step1", "m1-step0"}
     assert per_step.slowest_step == pytest.approx(0.5, abs=0.2)
 

@@ -80,8 +80,16 @@ class StepWatch:
     so far would not fit before ``deadline``, it interrupts the main thread (as Ctrl-C does:
     the job's unfinished step is dropped, its finished ones stay in the cache)."""
 
-    def __init__(self, root: Path, deadline: float, slowest: float, poll: float = 5.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        deadline: float,
+        slowest: float,
+        poll: float = 5.0,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
         self.root, self.deadline, self.slowest, self.poll = root, deadline, slowest, poll
+        self.report = report  # told of each step as it lands: a model of many steps shows progress
         self.seen = cache_entries(root)
         self.last = time.monotonic()
         self.steps = 0  # entries that landed during this job
@@ -98,9 +106,17 @@ class StepWatch:
             return False
         self.seen = now_seen
         now = time.monotonic()
-        self.slowest = max(self.slowest, now - self.last)
+        took = now - self.last
+        self.slowest = max(self.slowest, took)
         self.last, self.steps = now, self.steps + 1
-        return self.deadline - now < self.slowest
+        stop = self.deadline - now < self.slowest
+        if self.report is not None:
+            self.report(
+                f"budget: step {self.steps} of this model cached after {took / 60:.1f} min; "
+                f"{max(self.deadline - now, 0) / 60:.0f} min left, the slowest step took "
+                f"{self.slowest / 60:.1f} min: {'stopping here' if stop else 'going on'}"
+            )
+        return stop
 
     def _loop(self) -> None:
         while not self._stop.wait(self.poll):
@@ -150,6 +166,7 @@ class BudgetExecutor:
         round_size: int = 1,
         watch: str | os.PathLike[str] | None = None,
         poll: float = 5.0,
+        report: Callable[[str], None] | None = None,
     ) -> None:
         if seconds <= 0:
             raise PrivquantError(f"time budget: {seconds:g} s; expected a positive time")
@@ -160,6 +177,7 @@ class BudgetExecutor:
         self.done = 0
         self.watch = Path(watch) if watch is not None else None
         self.poll = poll
+        self.report = report  # None: tqdm.write while the bar shows, silent without it
 
     def _watching(self) -> bool:
         # Steps are told apart by when entries land: that needs one job at a time, and the
@@ -190,7 +208,8 @@ class BudgetExecutor:
                 began = time.monotonic()
                 chunk = jobs[start : start + self.round_size]
                 if watching:
-                    results += self._run_watched(fn, chunk, desc, shared, len(jobs) - start)
+                    report = self.report or (tqdm.write if progress else None)
+                    results += self._run_watched(fn, chunk, desc, shared, len(jobs) - start, report)
                 else:
                     results += self.inner.map(fn, chunk, desc=desc, progress=False, shared=shared)
                 self.slowest = max(self.slowest, time.monotonic() - began)
@@ -205,9 +224,10 @@ class BudgetExecutor:
         desc: str,
         shared: dict[str, Any] | None,
         remaining: int,
+        report: Callable[[str], None] | None,
     ) -> list[R]:
         assert self.watch is not None
-        step = StepWatch(self.watch, self.deadline, self.slowest_step, self.poll)
+        step = StepWatch(self.watch, self.deadline, self.slowest_step, self.poll, report)
         try:
             with step:
                 out = self.inner.map(fn, chunk, desc=desc, progress=False, shared=shared)
