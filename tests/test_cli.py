@@ -163,12 +163,25 @@ def test_demo_runs_the_packaged_config(monkeypatch: pytest.MonkeyPatch) -> None:
     seen = {}
     monkeypatch.setattr(cli_run, "_cmd_run", lambda args: seen.update(vars(args)) or 0)
     assert main(["demo", "--out", "somewhere"]) == 0
-    assert seen["out"] == "somewhere" and seen["config"].endswith("pipeline/demo.yaml")
+    assert seen["out"] == "somewhere" and seen["config"].endswith("pipeline/demo_quick.yaml")
     assert seen["train_only"] is None and seen["hours"] is None  # a whole audit
     assert seen["pin_precision"] is None
     from privquant.pipeline import load_config
 
-    assert load_config(seen["config"]).name == "demo-fashion-mnist"
+    quick = load_config(seen["config"])
+    assert main(["demo", "--full"]) == 0  # the full demo, in its own run folder
+    assert seen["out"] == "runs/demo_full" and seen["config"].endswith("pipeline/demo.yaml")
+    full = load_config(seen["config"])
+    assert (quick.name, full.name) == ("demo-fashion-mnist-quick", "demo-fashion-mnist")
+    # The quick demo is the full one made smaller, not another protocol: the same model, recipe,
+    # population, attacks and targets, and each of its variants exactly as the full demo has it.
+    for part in ("model", "train", "population", "attacks", "targets", "bootstrap", "seed"):
+        assert getattr(quick, part) == getattr(full, part), part
+    assert quick.data.canaries.kind == full.data.canaries.kind
+    assert quick.data.pool_size < full.data.pool_size
+    full_variants = {v.name: v for v in full.variants}
+    assert [v.name for v in quick.variants] == ["fp32", "qat4", "qat2", "defended4", "defended2"]
+    assert all(v == full_variants[v.name] for v in quick.variants)
 
 
 @pytest.mark.slow

@@ -127,7 +127,7 @@ def _rows_trained_on(step: object, reference_size: int) -> int:
     "path",
     sorted((ROOT / "configs").glob("*.yaml"))
     + sorted((ROOT / "benchmarks").rglob("config.yaml"))
-    + [ROOT / "src" / "privquant" / "pipeline" / "demo.yaml"],
+    + sorted((ROOT / "src" / "privquant" / "pipeline").glob("demo*.yaml")),
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_every_shipped_config_validates_and_carries_its_controls(path: Path) -> None:

@@ -95,8 +95,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from privquant.cli import build_parser
 
     # Parsed like a typed `privquant run`, so every run flag has its default here too.
-    config = str(files("privquant.pipeline") / "demo.yaml")
-    return _cmd_run(build_parser().parse_args(["run", config, "--out", args.out]))
+    config = str(files("privquant.pipeline") / ("demo.yaml" if args.full else "demo_quick.yaml"))
+    out = args.out or ("runs/demo_full" if args.full else "runs/demo")
+    return _cmd_run(build_parser().parse_args(["run", config, "--out", out]))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -125,5 +126,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser(
         "demo", help="the newcomer's demo: audit FP32 vs quantized models on Fashion-MNIST"
     )
-    d.add_argument("--out", default="runs/demo", help="run folder")
+    d.add_argument("--out", default=None, help="run folder (default runs/demo, runs/demo_full)")
+    d.add_argument("--full", action="store_true",
+                   help="the full demo (demo.yaml: twice the pool, PTQ 8/4/2 too; ~20-40 min on 2 "
+                   "cores) instead of the quick one (demo_quick.yaml: a few minutes)")  # fmt: skip
     d.set_defaults(func=_cmd_demo)
