@@ -63,12 +63,13 @@ def test_readme_snippets_run(readme_namespace: dict, capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.slow
-def test_the_shipped_demo_config_runs_on_small_data(tmp_path: Path) -> None:
-    """demo.yaml as shipped (every variant and attack), with the data and epochs shrunk."""
+@pytest.mark.parametrize("name", ["demo_quick.yaml", "demo.yaml"])
+def test_the_shipped_demo_configs_run_on_small_data(tmp_path: Path, name: str) -> None:
+    """Each demo config as shipped (every variant and attack), with the data and epochs shrunk."""
     from privquant.pipeline import load_config, run_audit
 
     require_dataset("fashion-mnist")
-    raw = yaml.safe_load((files("privquant.pipeline") / "demo.yaml").read_text())
+    raw = yaml.safe_load((files("privquant.pipeline") / name).read_text())
     raw["data"].update(pool_size=400, reference_size=100, population_size=100, test_size=500)
     raw["data"]["canaries"]["count"] = 40  # the shipped 300 would exceed half of this pool
     raw["train"]["epochs"] = 10
