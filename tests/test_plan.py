@@ -108,19 +108,24 @@ def test_dp_sgd_is_priced_from_its_own_steps_timed_here(
 
     dp = {"method": "dp_sgd", "epsilon": 8, "batch_size": 64, "epochs": 3}
     variants = [{"name": "fp32"}, {"name": "dp", "steps": [dp]},
-                {"name": "dp4", "steps": [{**dp, "augment_multiplicity": 4}]}]  # fmt: skip
+                {"name": "dp4", "steps": [{**dp, "augment_multiplicity": 4}]},
+                {"name": "dp_big", "steps": [{**dp, "batch_size": 160}]}]  # fmt: skip
     config = load_config({**CONFIG, "variants": variants})
     timed = []
 
     def fake_rate(model, x, y, seconds):  # noqa: ANN001, ANN202
         timed.append(len(x))
-        return 250.0
+        return 250.0 if len(x) == 64 else 200.0  # per row, a larger batch is slower
 
     monkeypatch.setattr(plan_module, "dp_gradients_per_second", fake_rate)
     plan = plan_run(config, tmp_path / "run")
-    dp1, dp4 = [p for p in plan.populations if p.train_step == "dp_sgd"]
-    assert len(timed) == 1  # one measurement serves every DP variant
+    dp1, dp4, big = [p for p in plan.populations if p.train_step == "dp_sgd"]
+    # Timed once per DP batch size, at that size (not the recipe's 32): the two at 64 share one.
+    assert timed == [64, 160]
     factor = plan.train_images_per_second / 250.0
+    assert big.units_per_model == pytest.approx(
+        plan.train_images_per_second / 200.0 * 3 / 6, rel=1e-3
+    )
     # 3 of the recipe's 6 epochs, at the measured factor
     assert dp1.units_per_model == pytest.approx(factor * 3 / 6, rel=1e-3)
     assert "timed here" in dp1.notes[0]

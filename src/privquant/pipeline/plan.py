@@ -196,6 +196,13 @@ def dp_gradients_per_second(
     return rate
 
 
+def _tiled(x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The timing sample tiled to one batch of ``batch`` rows (at most 1,024)."""
+    batch = min(batch, 1024)
+    reps = -(-batch // len(x))
+    return x.repeat(reps, *([1] * (x.dim() - 1)))[:batch], y.repeat(reps)[:batch].long()
+
+
 def _train_units(
     step: DefenseConfig | None,
     members: float,
@@ -224,8 +231,9 @@ def _train_units(
             note = f"dp_sgd priced at {factor:g}x plain (multiplicity {k}, one host's measurement)"
         else:
             factor = dp_factor * k * DP_MULTIPLICITY_OVERHEAD.get(k, DP_MULTIPLICITY_OVERHEAD[4])
-            note = (f"dp_sgd priced at {factor:.1f}x plain: its per-example-gradient step timed here "
-                    f"({dp_factor:.1f}x a plain row), x{k} copies per row")  # fmt: skip
+            batch = f"batch {step.batch_size}" if step.batch_size else "the recipe's batch"
+            note = (f"dp_sgd priced at {factor:.1f}x plain: its per-example-gradient step timed here at "
+                    f"{batch} ({dp_factor:.1f}x a plain row), x{k} copies per row")  # fmt: skip
         return factor * (step.epochs or epochs) / epochs, 0.0, [note]
     if method in ONE_TRAINING:
         notes = ["early_stopping priced as the full recipe (it may stop sooner)"]
@@ -347,10 +355,17 @@ def plan_run(
         notes.append("timed on the CPU: the estimate does not describe a GPU run")
     members = float(np.mean([len(split.members(m)) for m in range(split.n_models)]))
     plain_seconds = members * train.epochs / train_speed
-    dp_factor = None
-    if any(v.train_step is not None and v.train_step.method == "dp_sgd" for v in config.variants):
-        dp_speed = dp_gradients_per_second(model, xb, yb, TRAIN_SECONDS)
-        dp_factor = None if dp_speed is None else train_speed / dp_speed
+    # DP-SGD timed at each of its batch sizes: per-example gradients cost more per row in a larger
+    # batch (ε = 8 at batch 512 took 55 min where batch 128's timing said 44, session 15).
+    dp_factors: dict[int, float | None] = {}
+    for variant in config.variants:
+        step = variant.train_step
+        if step is not None and step.method == "dp_sgd":
+            batch = step.batch_size or train.batch_size
+            if batch not in dp_factors:
+                xd, yd = _tiled(x, y, batch)
+                dp_speed = dp_gradients_per_second(model, xd, yd, TRAIN_SECONDS)
+                dp_factors[batch] = None if dp_speed is None else train_speed / dp_speed
 
     populations: dict[str, PopulationPlan] = {}
     checkpoints: dict[str, list[Path | None]] = {}
@@ -360,6 +375,8 @@ def plan_run(
             populations[key].variants.append(variant.name)
             continue
         step = variant.train_step
+        dp_factor = (dp_factors.get(step.batch_size or train.batch_size)
+                     if step is not None and step.method == "dp_sgd" else None)  # fmt: skip
         units, teacher, step_notes = _train_units(step, members, train.epochs,
                                                   config.data.reference_size, dp_factor)  # fmt: skip
         recipe = pinned_config(resolved, variant, pins).train
