@@ -8,6 +8,7 @@ by the code that trained them: resume from a worktree pinned to the same commit,
 
   python scripts/carry_cache.py pack runs/cache_regime_12500 carry.tar.gz --defense none split_distill --teachers
   python scripts/carry_cache.py unpack carry.tar.gz runs/cache_regime_12500
+  python scripts/carry_cache.py list carry.tar.gz          # what it holds, without extracting it
 
 With ``pack --run RUN [--variants fp32]`` a finished part's signals and attack results of those variants
 travel too, and ``unpack --run NEXT_RUN`` puts them in the next part's run folder: the next part reads them
@@ -199,6 +200,31 @@ def unpack(archive: Path, cache: Path, run: Path | None = None) -> int:
     return 0
 
 
+def list_archive(archive: Path) -> int:
+    """What an archive carries, read without extracting it: models per train-stage method (with
+    their member counts), sub-teachers, and a part's run files."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            files = [m for m in tar.getmembers() if m.isfile()]
+            metas = [json.load(tar.extractfile(m)) for m in files  # type: ignore[arg-type]
+                     if m.name.count("/") == 2 and m.name.endswith("/meta.json")]  # fmt: skip
+    except (OSError, tarfile.TarError, json.JSONDecodeError) as e:
+        raise SystemExit(f"carry_cache: cannot read {archive} ({e})") from None
+    names = {m.name for m in files}
+    models: dict[str, list[int]] = {}
+    for meta in metas:
+        method = (meta.get("defense") or {}).get("method", "none")
+        models.setdefault(method, []).append(int(meta.get("n_members", 0)))
+    teachers = sum(1 for n in names if n.count("/") == 2 and n.endswith("/logits.npz")
+                   and n.rsplit("/", 1)[0] + "/model.safetensors" not in names)  # fmt: skip
+    out = {"archive": str(archive), "bytes": archive.stat().st_size,
+           "models": {m: {"count": len(n), "members": sorted(n)} for m, n in sorted(models.items())},
+           "split_distill teachers": teachers,
+           "run_files": sum(1 for n in names if n.startswith(f"{RUN_PREFIX}/"))}  # fmt: skip
+    print(json.dumps(out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -223,7 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument(
         "--run", type=Path, default=None, help="the next part's run folder (for carried signals)"
     )
+    c = sub.add_parser("list", help="what ARCHIVE carries, without extracting it")
+    c.add_argument("archive", type=Path)
     args = p.parse_args(argv)
+    if args.command == "list":
+        return list_archive(args.archive)
     if args.command == "pack":
         return pack(
             args.cache, args.archive, args.defense, args.teachers, args.run, tuple(args.variants)

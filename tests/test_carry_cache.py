@@ -74,6 +74,10 @@ def test_carried_teachers_are_not_retrained(tmp_path, monkeypatch) -> None:  # n
         "pack", str(tmp_path / "c1"), str(tmp_path / "t.tar.gz"), "--defense", "none", "--teachers"
     )
     assert packed["entries"] == {"none": 3, "split_distill teachers": 6}  # 3 models x 2 teachers
+    listed = _carry("list", str(tmp_path / "t.tar.gz"))  # read without extracting
+    assert listed["split_distill teachers"] == 6 and listed["run_files"] == 0
+    assert listed["models"]["none"]["count"] == 3 and "split_distill" not in listed["models"]
+    assert all(100 <= n <= 200 for n in listed["models"]["none"]["members"])  # ~half of 300
     _carry("unpack", str(tmp_path / "t.tar.gz"), str(tmp_path / "c2"))
 
     from privquant.defenses.base import DefenseContext
