@@ -51,6 +51,11 @@ def _entries(cache: Path) -> list[tuple[Path, dict]]:
     return out
 
 
+def _method(meta: dict) -> str:
+    """The train-stage method a model entry's meta records ('none': plain training)."""
+    return (meta.get("defense") or {}).get("method", "none")
+
+
 def _teacher_entries(cache: Path) -> list[Path]:
     """Complete entries of split_distill's sub-teacher logits: a model whose defense was cut
     off between its teachers resumes from the teachers that finished."""
@@ -105,7 +110,7 @@ def pack(cache: Path, archive: Path, defenses: list[str] | None, teachers: bool 
          run: Path | None = None, variants: tuple[str, ...] = ()) -> int:  # fmt: skip
     chosen = []
     for entry, meta in _entries(cache):
-        method = (meta.get("defense") or {}).get("method", "none")
+        method = _method(meta)
         if defenses is None or method in defenses:
             chosen.append((entry, method))
     if teachers:
@@ -213,7 +218,7 @@ def list_archive(archive: Path) -> int:
     names = {m.name for m in files}
     models: dict[str, list[int]] = {}
     for meta in metas:
-        method = (meta.get("defense") or {}).get("method", "none")
+        method = _method(meta)
         models.setdefault(method, []).append(int(meta.get("n_members", 0)))
     teachers = sum(1 for n in names if n.count("/") == 2 and n.endswith("/logits.npz")
                    and n.rsplit("/", 1)[0] + "/model.safetensors" not in names)  # fmt: skip
