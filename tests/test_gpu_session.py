@@ -45,6 +45,8 @@ def _repo(tmp_path: Path) -> tuple[Path, Path]:
     (repo / "docs" / "results" / "run").mkdir(parents=True)
     (repo / "docs" / "results" / "run" / "results.json").write_text("{}\n")
     (repo / "docs" / "results" / "run.md").write_text("# run\n")
+    (repo / "docs" / "results" / "regime_12500").mkdir()
+    (repo / "docs" / "results" / "regime_12500" / "carry_dp.tar.gz").write_bytes(b"dp models")
     (repo / "README.md").write_text("readme\n")
     _git(repo, "init", "-q")
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
@@ -74,14 +76,15 @@ def test_prepare_slims_what_travels_and_restore_puts_the_index_back(tmp_path: Pa
     assert (repo / "docs" / "results" / "run" / "results.json").is_file()
     assert (repo / ".gpu" / "data" / "cifar10-jpeg.tar.gz").read_bytes() == b"not really an archive"
     assert (repo / ".gpu" / "commit").read_text().strip() == head
+    assert (repo / ".gpu" / "carry_dp.tar.gz").read_bytes() == b"dp models"  # for task dp
     assert "what travels" in prepared.stdout
 
     restored = _session(repo, data, "restore")
     assert restored.returncode == 0, restored.stderr
     assert _git(repo, "status", "--porcelain") == ""  # index as committed, .gpu/ still ignored
     assert sorted(_git(repo, "ls-files").split()) == [
-        "README.md", "docs/results/run.md", "docs/results/run/results.json",
-        "scripts/gpu_session.sh",
+        "README.md", "docs/results/regime_12500/carry_dp.tar.gz", "docs/results/run.md",
+        "docs/results/run/results.json", "scripts/gpu_session.sh",
     ]  # fmt: skip
     exclude = (repo / ".git" / "info" / "exclude").read_text().splitlines()
     assert "/.gpu/" in exclude and "/docs/results/" not in exclude
