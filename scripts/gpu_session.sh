@@ -99,7 +99,7 @@ restore() {
 
 task_resnet18() {  # the time estimate the GPU config's header still lacks
     phase "ResNet-18 timing (the GPU study's recipe: 25,000 members, 30 epochs, batch 512)"
-    timeout "$(( $(left) < 100 ? $(left) : 100 ))" $py benchmarks/gpu_population.py \
+    timeout "$(( $(left) < 100 ? $(left) : 100 ))" python3 benchmarks/gpu_population.py \
         --models resnet18 --k 1 8 --steps 8 --members 25000 --batch-size 512 \
         --query-rows 55000 --audit-models 16 >"$out/bench_resnet18.json" || echo "ResNet-18 timing: rc $?"
 }
@@ -110,7 +110,7 @@ task_call() {  # the 8-model part of the GPU study: trained under --hours, audit
     [ "$train_s" -gt 60 ] || { phase "call config: no time left"; return 0; }
     phase "training $CALL_CONFIG within $train_s s"
     # Progress bars go to the log only: the call's reply keeps the last 12,000 characters.
-    timeout "$(( train_s + 60 ))" $py -m privquant run "$CALL_CONFIG" --out "$run" \
+    timeout "$(( train_s + 60 ))" python3 -m privquant run "$CALL_CONFIG" --out "$run" \
         --train-only fp32 qat4 --hours "$(awk "BEGIN{print $train_s/3600}")" \
         >"$out/call.log" 2>&1 || echo "training: rc $?"
     tr '\r' '\n' <"$out/call.log" | grep -a -E "budget|models only|job\]$|Error" | tail -n 20
@@ -118,11 +118,11 @@ task_call() {  # the 8-model part of the GPU study: trained under --hours, audit
         phase "not every model landed: no audit (call.log gives each model's time)"
     elif [ "$(left)" -gt 30 ]; then
         phase "audit"
-        timeout "$(( $(left) - 20 ))" $py -m privquant run "$CALL_CONFIG" --out "$run" \
+        timeout "$(( $(left) - 20 ))" python3 -m privquant run "$CALL_CONFIG" --out "$run" \
             >>"$out/call.log" 2>&1 || echo "audit: rc $?"
         tr '\r' '\n' <"$out/call.log" | grep -a -v -E "it/s\]$|job/s\]$|s/job\]$|target/s\]$" | tail -n 30
         if [ -f "$run/results.json" ]; then
-            $py scripts/publish_run.py "$run" /tmp/published
+            python3 scripts/publish_run.py "$run" /tmp/published
             tar czf "$out/published.tar.gz" -C /tmp published
         fi
     fi
@@ -130,27 +130,27 @@ task_call() {  # the 8-model part of the GPU study: trained under --hours, audit
 
 task_dp() {  # issue 25 size 3 part 4: the DP-SGD models still missing, on top of the carried ones
     local config=${GPU_DP_CONFIG:-configs/cifar10_regime_12500_dp.yaml} cache train_s
-    cache=$($py -c "from privquant.pipeline import load_config as l; print(l('$config').cache_dir)")
+    cache=$(python3 -c "from privquant.pipeline import load_config as l; print(l('$config').cache_dir)")
     train_s=$(( $(left) - 40 ))
     [ "$train_s" -gt 60 ] || { phase "DP models: no time left"; return 0; }
     if [ -f .gpu/carry_dp.tar.gz ]; then
-        $py scripts/carry_cache.py unpack .gpu/carry_dp.tar.gz "$cache"
+        python3 scripts/carry_cache.py unpack .gpu/carry_dp.tar.gz "$cache"
     fi
     phase "DP-SGD models of $config within $train_s s"
-    timeout "$(( train_s + 20 ))" $py -m privquant run "$config" --out runs/gpu_dp \
+    timeout "$(( train_s + 20 ))" python3 -m privquant run "$config" --out runs/gpu_dp \
         --train-only dp_eps8 dp_vacuous --hours "$(awk "BEGIN{print $train_s/3600}")" \
         >"$out/dp.log" 2>&1 || echo "DP training: rc $?"
     tr '\r' '\n' <"$out/dp.log" | grep -a -E "budget|models only|job\]$|Error" | tail -n 20
     # Every DP model in the cache, the carried ones too: the archive replaces the carry. A call
     # returns files of at most 16 MiB (a ResNet-20 is ~1 MB), hence the parts.
-    $py scripts/carry_cache.py pack "$cache" /tmp/carry_dp.tar.gz --defense dp_sgd
+    python3 scripts/carry_cache.py pack "$cache" /tmp/carry_dp.tar.gz --defense dp_sgd
     split -b 15m -d /tmp/carry_dp.tar.gz "$out/carry_dp.tar.gz.part"
 }
 
 task_stack() {  # issue 24: models per hour when K models train as one stacked network
     [ "$(left)" -gt 90 ] || { phase "ResNet-20 stacking: no time left"; return 0; }
     phase "ResNet-20 stacking (issue 24's recipe: 5,000 members, K = 1, 8, 64)"
-    timeout "$(( $(left) - 10 ))" $py benchmarks/gpu_population.py --models resnet20 \
+    timeout "$(( $(left) - 10 ))" python3 benchmarks/gpu_population.py --models resnet20 \
         --k 1 8 64 --steps 10 >"$out/bench_resnet20.json" || echo "ResNet-20 stacking: rc $?"
 }
 
@@ -158,19 +158,18 @@ device() {
     local task
     start=$(date +%s)
     out="${OUT:?device: OUT is not set (this mode runs on the device machine)}"
-    py=python3
     exec > >(tee -a "$out/session.log") 2>&1
     export PYTHONUNBUFFERED=1 PRIVQUANT_DATA="$PWD/.gpu/data"
 
     phase "setup (tasks: $TASKS)"
     nvidia-smi || echo "no nvidia-smi"
-    if ! $py -c "import pydantic, opacus" 2>/dev/null; then  # the device has neither; a dry run here has both
-        $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    if ! python3 -c "import pydantic, opacus" 2>/dev/null; then  # the device has neither; a dry run here has both
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target /tmp/site .gpu/whl/*.whl
     fi
     export PYTHONPATH="$PWD/src:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
     echo "code: commit $(cat .gpu/commit 2>/dev/null || echo unknown) (written by prepare)"
-    $py - <<'EOF'
+    python3 - <<'EOF'
 import torch, pydantic, privquant
 from privquant.artifacts.cache import code_version
 cuda = torch.cuda.is_available()

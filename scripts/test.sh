@@ -8,6 +8,7 @@ bash scripts/setup.sh --data
 export PRIVQUANT_REQUIRE_DATA=1
 ruff check .
 ruff format --check .
+shellcheck scripts/*.sh .ci/run
 # --quick: the fast tier only (no test marked slow); CI runs everything.
 if [[ "${1:-}" == "--quick" ]]; then
   shift
