@@ -14,5 +14,5 @@ if [[ "${1:-}" == "--quick" ]]; then
   shift
   python3 -m pytest tests -m "not slow" "$@"
 else
-  python3 -m pytest tests "$@"
+  python3 -m pytest tests --durations=20 "$@"  # the slowest 20: the suite must stay well under 15 min
 fi
