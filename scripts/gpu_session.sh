@@ -81,6 +81,9 @@ print(" ".join(f"{n}=={v(n)}" for n in ("pydantic", "pydantic-core", "annotated-
     gpu=$(du -sb .gpu | cut -f1)
     echo "what travels: $(awk "BEGIN{printf \"%.1f\", $tree/1048576}") MiB of tree +" \
          "$(awk "BEGIN{printf \"%.1f\", $gpu/1048576}") MiB in .gpu (limit 64 MiB)"
+    if [ $((tree + gpu)) -gt $((64 * 1048576)) ]; then
+        echo "gpu_session prepare: warning: over the device's 64 MiB; the call would be refused" >&2
+    fi
     echo "docs/results is out of the index until 'bash scripts/gpu_session.sh restore': commit nothing before it"
     echo 'next: run(command="bash scripts/gpu_session.sh device", carry=[".gpu"], timeout_s=590)'
 }
