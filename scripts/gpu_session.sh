@@ -40,7 +40,7 @@ exclude_line() {  # add $1 to the exclude file once
     grep -qxF "$1" "$exclude" || echo "$1" >>"$exclude"
 }
 
-travelling_bytes() {  # tracked + untracked-not-ignored files, plus .gpu (carried)
+travelling_bytes() {  # tracked + untracked-not-ignored files (.gpu is ignored: carried, counted apart)
     { git ls-files -z --cached; git ls-files -z --others --exclude-standard; } |
         sort -zu | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1
 }
@@ -101,6 +101,7 @@ restore() {
 }
 
 task_resnet18() {  # the time estimate the GPU config's header still lacks
+    [ "$(left)" -gt 30 ] || { phase "ResNet-18 timing: no time left"; return 0; }
     phase "ResNet-18 timing (the GPU study's recipe: 25,000 members, 30 epochs, batch 512)"
     timeout "$(( $(left) < 100 ? $(left) : 100 ))" python3 benchmarks/gpu_population.py \
         --models resnet18 --k 1 8 --steps 8 --members 25000 --batch-size 512 \
@@ -183,6 +184,7 @@ EOF
         "task_$task" || echo "task $task: rc $? (going on with the next)"
     done
     phase "done"
+    sleep 1  # let tee write the last lines before the call returns
 }
 
 left() { echo $(( ${GPU_SECONDS:-560} - ($(date +%s) - start) )); }  # seconds before the deadline
