@@ -108,16 +108,21 @@ task_resnet18() {  # the time estimate the GPU config's header still lacks
         --query-rows 55000 --audit-models 16 >"$out/bench_resnet18.json" || echo "ResNet-18 timing: rc $?"
 }
 
+train_within() {  # SECONDS LOG CONFIG RUN VARIANT...: `privquant run --train-only` under --hours
+    local seconds=$1 log=$2 config=$3 run=$4
+    shift 4
+    # Progress bars go to the log only: the call's reply keeps the last 12,000 characters.
+    timeout "$(( seconds + 30 ))" python3 -m privquant run "$config" --out "$run" --train-only "$@" \
+        --hours "$(awk "BEGIN{print $seconds/3600}")" >"$log" 2>&1 || echo "training $config: rc $?"
+    tr '\r' '\n' <"$log" | grep -a -E "budget|models only|job\]$|Error" | tail -n 20
+}
+
 task_call() {  # the 8-model part of the GPU study: trained under --hours, audited if all landed
     local run=runs/gpu_call reserve=150 train_s
     train_s=$(( $(left) - reserve ))
     [ "$train_s" -gt 60 ] || { phase "call config: no time left"; return 0; }
     phase "training $CALL_CONFIG within $train_s s"
-    # Progress bars go to the log only: the call's reply keeps the last 12,000 characters.
-    timeout "$(( train_s + 60 ))" python3 -m privquant run "$CALL_CONFIG" --out "$run" \
-        --train-only fp32 qat4 --hours "$(awk "BEGIN{print $train_s/3600}")" \
-        >"$out/call.log" 2>&1 || echo "training: rc $?"
-    tr '\r' '\n' <"$out/call.log" | grep -a -E "budget|models only|job\]$|Error" | tail -n 20
+    train_within "$train_s" "$out/call.log" "$CALL_CONFIG" "$run" fp32 qat4
     if ! grep -q "models only, finished in" "$out/call.log"; then
         phase "not every model landed: no audit (call.log gives each model's time)"
     elif [ "$(left)" -gt 30 ]; then
@@ -141,10 +146,7 @@ task_dp() {  # issue 25 size 3 part 4: the DP-SGD models still missing, on top o
         python3 scripts/carry_cache.py unpack .gpu/carry_dp.tar.gz "$cache"
     fi
     phase "DP-SGD models of $config within $train_s s"
-    timeout "$(( train_s + 20 ))" python3 -m privquant run "$config" --out runs/gpu_dp \
-        --train-only dp_eps8 dp_vacuous --hours "$(awk "BEGIN{print $train_s/3600}")" \
-        >"$out/dp.log" 2>&1 || echo "DP training: rc $?"
-    tr '\r' '\n' <"$out/dp.log" | grep -a -E "budget|models only|job\]$|Error" | tail -n 20
+    train_within "$train_s" "$out/dp.log" "$config" runs/gpu_dp dp_eps8 dp_vacuous
     # Every DP model in the cache, the carried ones too: the archive replaces the carry. A call
     # returns files of at most 16 MiB (a ResNet-20 is ~1 MB), hence the parts.
     python3 scripts/carry_cache.py pack "$cache" /tmp/carry_dp.tar.gz --defense dp_sgd

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_session.sh"
 
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
 
 def test_call_config_is_the_gpu_study_made_smaller() -> None:
@@ -63,6 +63,7 @@ def _session(repo: Path, data: Path, mode: str) -> subprocess.CompletedProcess[s
                           capture_output=True, text=True)  # fmt: skip
 
 
+@needs_git
 def test_prepare_slims_what_travels_and_restore_puts_the_index_back(tmp_path: Path) -> None:
     repo, data = _repo(tmp_path)
     head = _git(repo, "rev-parse", "HEAD").strip()
@@ -90,6 +91,7 @@ def test_prepare_slims_what_travels_and_restore_puts_the_index_back(tmp_path: Pa
     assert "/.gpu/" in exclude and "/docs/results/" not in exclude
 
 
+@needs_git
 def test_prepare_refuses_an_index_it_could_not_restore(tmp_path: Path) -> None:
     repo, data = _repo(tmp_path)
     (repo / "README.md").write_text("changed\n")
