@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -81,3 +82,21 @@ def test_parts_that_disagree_are_refused(runs) -> None:  # noqa: ANN001
         merge_results([a, tampered], names=["a", "b"])
     with pytest.raises(PrivquantError, match="at least two"):
         merge_results([a])
+
+
+def test_last_bit_float_differences_merge_and_real_ones_do_not(runs) -> None:  # noqa: ANN001
+    # A part run on another CPU with the models and signals carried recomputes the attack
+    # statistics in another summation order: its thresholds differ in the last bits (measured
+    # 5.6e-13 relative between two hosts), which is the same measurement, not another model.
+    _, a, b, _ = runs
+    ulps = b.model_copy(deep=True)
+    attack = next(iter(ulps.variants["fp32"].attacks.values()))
+    metric = next(iter(attack.mean))
+    attack.mean[metric] = math.nextafter(attack.mean[metric], math.inf)
+    ulps.variants["fp32"].test_accuracy = math.nextafter(ulps.variants["fp32"].test_accuracy, 1.0)
+    merged = merge_results([a, ulps], names=["a", "ulps"])
+    assert merged.variants["fp32"].test_accuracy == a.variants["fp32"].test_accuracy  # the first part's
+    moved = b.model_copy(deep=True)
+    moved.variants["fp32"].test_accuracy *= 1 + 1e-6
+    with pytest.raises(PrivquantError, match="variant fp32 differs between a and moved"):
+        merge_results([a, moved], names=["a", "moved"])
