@@ -95,7 +95,8 @@ def test_last_bit_float_differences_merge_and_real_ones_do_not(runs) -> None:  #
     attack.mean[metric] = math.nextafter(attack.mean[metric], math.inf)
     ulps.variants["fp32"].test_accuracy = math.nextafter(ulps.variants["fp32"].test_accuracy, 1.0)
     merged = merge_results([a, ulps], names=["a", "ulps"])
-    assert merged.variants["fp32"].test_accuracy == a.variants["fp32"].test_accuracy  # the first part's
+    # The merged variant is the first part's.
+    assert merged.variants["fp32"].test_accuracy == a.variants["fp32"].test_accuracy
     moved = b.model_copy(deep=True)
     moved.variants["fp32"].test_accuracy *= 1 + 1e-6
     with pytest.raises(PrivquantError, match="variant fp32 differs between a and moved"):
