@@ -205,6 +205,24 @@ def test_the_learning_curve_table_computes_cost_and_reduction_from_each_size() -
     assert three.startswith("| three | 12,533 ") and "| not run |" in three
 
 
+def test_a_variants_table_says_how_many_scores_its_tprs_rest_on() -> None:
+    import json
+
+    from privquant.report.tables import render_block
+
+    path = "docs/results/regime_12500_parts12/results.json"
+    spec = f"results: {path}\nrows: [fp32, defended4]\ncolumns: [worst1, pop01]\n"
+    caption = render_block(spec, ROOT, "spec").splitlines()[-1]
+    pooled = json.loads((ROOT / path).read_text())["variants"]["fp32"]["attacks"]["rmia"]["pooled"]
+    canaries, rest = pooled["canaries"], pooled["rest"]
+    assert (
+        f"canaries {canaries['n_members']:,} IN / {canaries['n_nonmembers']:,} OUT, "
+        f"population {rest['n_members']:,} IN / {rest['n_nonmembers']:,} OUT, "
+        f"over {canaries['n_targets']} targets"
+    ) in caption
+    assert canaries["n_nonmembers"] > 1000  # 1% FPR on canaries rests on ~20 false positives
+
+
 def test_a_matched_accuracy_claim_needs_equal_utility_not_just_less_leakage(tmp_path: Path) -> None:
     import json
 

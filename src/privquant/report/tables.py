@@ -186,7 +186,26 @@ def _caption(results: list[AuditResults]) -> str:
                 "expected false positives per target.*")  # fmt: skip
     return ("*Generated from results.json. TPR pooled over every target (each attacked with the others as "
             "references), worst case over attacks, exact 95% intervals; worst-case subset = canaries; "
-            "\"unresolved\": fewer than 10 expected false positives.*")  # fmt: skip
+            f"\"unresolved\": fewer than 10 expected false positives. {_counts(results)}*")  # fmt: skip
+
+
+def _counts(results: list[AuditResults]) -> str:
+    """What the pooled TPRs rest on: members and non-members scored in each subset, over how many
+    targets (one phrase per distinct pool when a table mixes results files)."""
+    phrases: list[str] = []
+    for r in results:
+        attacks = next((v.attacks for v in r.variants.values() if v.attacks), None)
+        if not attacks:
+            continue
+        first = next(iter(attacks.values()))
+        lead, pop = first.pooled[first.lead_subset()], first.pooled[first.population_subset()]
+        phrase = f"population {pop.n_members:,} IN / {pop.n_nonmembers:,} OUT"
+        if first.lead_subset() != first.population_subset():
+            phrase = f"canaries {lead.n_members:,} IN / {lead.n_nonmembers:,} OUT, {phrase}"
+        phrase += f", over {lead.n_targets} targets"
+        if phrase not in phrases:
+            phrases.append(phrase)
+    return f"Scores pooled: {'; '.join(phrases)}." if phrases else ""
 
 
 def render_variants(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
