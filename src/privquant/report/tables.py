@@ -198,6 +198,8 @@ def _counts(results: list[AuditResults]) -> str:
         if not attacks:
             continue
         first = next(iter(attacks.values()))
+        if not first.pooled:  # legacy results: per-target means, nothing pooled
+            continue
         lead, pop = first.pooled[first.lead_subset()], first.pooled[first.population_subset()]
         phrase = f"population {pop.n_members:,} IN / {pop.n_nonmembers:,} OUT"
         if first.lead_subset() != first.population_subset():
@@ -261,8 +263,10 @@ def render_claims(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
     (it leaks less than ``reference`` at matched accuracy, e.g. against a DP-SGD point) and
     ``accuracy`` (the variant within ``points`` of FP32's test accuracy)."""
     lines = ["| target | measured [95% interval] | met? |", "|---|---|---|"]
+    used = []
     for claim in spec.get("claims", []):
         results = load(claim.get("results", spec.get("results")))
+        used.append(results)
         v = _variant(results, claim["variant"], where)
         ref = _variant(results, claim.get("reference", "fp32"), where)
         kind = claim["kind"]
@@ -304,7 +308,8 @@ def render_claims(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
     return [
         *lines,
         "",
-        '*Generated from results.json: "met" only when the whole interval clears the line.*',
+        f'*Generated from results.json: "met" only when the whole interval clears the line. {_counts(used)}'.rstrip()
+        + "*",
     ]
 
 
