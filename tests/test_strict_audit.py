@@ -221,6 +221,14 @@ def test_a_variants_table_says_how_many_scores_its_tprs_rest_on() -> None:
         f"over {canaries['n_targets']} targets"
     ) in caption
     assert canaries["n_nonmembers"] > 1000  # 1% FPR on canaries rests on ~20 false positives
+    # Rows from two audits: each pool's counts, named by its run.
+    mixed = spec.replace(
+        "defended4]", "{variant: fp32, results: docs/results/regime_5000/results.json}]"
+    )
+    caption = render_block(mixed, ROOT, "spec").splitlines()[-1]
+    assert (
+        "cifar10-regime-12500: canaries 2,030 IN" in caption and "cifar10-regime-5000: " in caption
+    )
 
 
 def test_a_matched_accuracy_claim_needs_equal_utility_not_just_less_leakage(tmp_path: Path) -> None:

@@ -191,8 +191,8 @@ def _caption(results: list[AuditResults]) -> str:
 
 def _counts(results: list[AuditResults]) -> str:
     """What the pooled TPRs rest on: members and non-members scored in each subset, over how many
-    targets (one phrase per distinct pool when a table mixes results files)."""
-    phrases: list[str] = []
+    targets (one phrase per distinct pool, named by its run, when a table mixes results files)."""
+    phrases: dict[str, str] = {}  # phrase -> the run it was first read from
     for r in results:
         attacks = next((v.attacks for v in r.variants.values() if v.attacks), None)
         if not attacks:
@@ -205,9 +205,10 @@ def _counts(results: list[AuditResults]) -> str:
         if first.lead_subset() != first.population_subset():
             phrase = f"canaries {lead.n_members:,} IN / {lead.n_nonmembers:,} OUT, {phrase}"
         phrase += f", over {lead.n_targets} targets"
-        if phrase not in phrases:
-            phrases.append(phrase)
-    return f"Scores pooled: {'; '.join(phrases)}." if phrases else ""
+        phrases.setdefault(phrase, str(r.config.get("name", "?")))
+    if len(phrases) > 1:
+        return "Scores pooled: " + "; ".join(f"{run}: {ph}" for ph, run in phrases.items()) + "."
+    return f"Scores pooled: {next(iter(phrases))}." if phrases else ""
 
 
 def render_variants(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
