@@ -186,12 +186,13 @@ def _caption(results: list[AuditResults]) -> str:
                 "expected false positives per target.*")  # fmt: skip
     return ("*Generated from results.json. TPR pooled over every target (each attacked with the others as "
             "references), worst case over attacks, exact 95% intervals; worst-case subset = canaries; "
-            f"\"unresolved\": fewer than 10 expected false positives. {_counts(results)}*")  # fmt: skip
+            f"\"unresolved\": fewer than 10 expected false positives.{_counts(results)}*")  # fmt: skip
 
 
 def _counts(results: list[AuditResults]) -> str:
     """What the pooled TPRs rest on: members and non-members scored in each subset, over how many
-    targets (one phrase per distinct pool, named by its run, when a table mixes results files)."""
+    targets (one phrase per distinct pool, named by its run, when a table mixes results files);
+    a leading space to follow a caption's sentence, or "" when nothing is pooled."""
     phrases: dict[str, str] = {}  # phrase -> the run it was first read from
     for r in results:
         attacks = next((v.attacks for v in r.variants.values() if v.attacks), None)
@@ -207,8 +208,8 @@ def _counts(results: list[AuditResults]) -> str:
         phrase += f", over {lead.n_targets} targets"
         phrases.setdefault(phrase, str(r.config.get("name", "?")))
     if len(phrases) > 1:
-        return "Scores pooled: " + "; ".join(f"{run}: {ph}" for ph, run in phrases.items()) + "."
-    return f"Scores pooled: {next(iter(phrases))}." if phrases else ""
+        return " Scores pooled: " + "; ".join(f"{run}: {ph}" for ph, run in phrases.items()) + "."
+    return f" Scores pooled: {next(iter(phrases))}." if phrases else ""
 
 
 def render_variants(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
@@ -309,8 +310,7 @@ def render_claims(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
     return [
         *lines,
         "",
-        f'*Generated from results.json: "met" only when the whole interval clears the line. {_counts(used)}'.rstrip()
-        + "*",
+        f'*Generated from results.json: "met" only when the whole interval clears the line.{_counts(used)}*',
     ]
 
 
