@@ -266,3 +266,48 @@ def test_a_matched_accuracy_claim_needs_equal_utility_not_just_less_leakage(tmp_
     assert verdict("qat4", "defended4", same_accuracy=False) == (
         "not resolved (defended4 is less accurate: no matched point)"
     )
+
+
+def test_the_accuracy_cost_is_paired_by_model_with_a_t_interval(tmp_path: Path) -> None:
+    """Model m of every variant trains on the same members and is scored on the same test rows, so
+    the cost is a paired difference; with 8 models its interval takes a t quantile, not 1.96."""
+    import json
+    import statistics
+
+    from scipy.stats import t as student_t
+
+    from privquant.report.tables import render_block
+
+    data = json.loads((ROOT / "docs/results/regime_5000/results.json").read_text())
+
+    def row(d: dict) -> str:
+        (tmp_path / "results.json").write_text(json.dumps(d))
+        spec = ("kind: claims\nresults: results.json\nclaims:\n"
+                "- {text: t, kind: accuracy, points: 2, variant: defended4}\n")  # fmt: skip
+        return next(
+            r for r in render_block(spec, tmp_path, "spec").splitlines() if r.startswith("| t |")
+        )
+
+    fp32 = [m["test_accuracy"] for m in data["variants"]["fp32"]["per_model"]]
+    ours = [m["test_accuracy"] for m in data["variants"]["defended4"]["per_model"]]
+    d = [100 * (a - b) for a, b in zip(ours, fp32, strict=True)]
+    half = student_t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / len(d) ** 0.5
+    mean = statistics.mean(d)
+    assert (
+        f"{mean:+.2f} points [{mean - half:+.2f}, {mean + half:+.2f}] over 8 models | missed |"
+        in row(data)
+    )
+
+    # Each defended model exactly 1.5 points (+-0.05) below its own FP32 model, while the FP32 models
+    # spread over several points: paired, the cost is resolved inside the 2-point line; compared as
+    # two unrelated groups it would not be.
+    paired = json.loads(json.dumps(data))
+    for i, (m, acc) in enumerate(
+        zip(paired["variants"]["defended4"]["per_model"], fp32, strict=True)
+    ):
+        m["test_accuracy"] = acc - 0.015 + (0.0005 if i % 2 else -0.0005)
+    assert statistics.stdev(fp32) > 0.01
+    assert row(paired).endswith("| met |")
+    # Not every model scored: the two groups are compared as unrelated (Welch), so wider.
+    paired["variants"]["defended4"]["per_model"][0]["test_accuracy"] = None
+    assert row(paired).endswith("| not resolved |")
