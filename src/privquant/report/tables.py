@@ -309,12 +309,7 @@ def render_claims(spec: dict[str, Any], load: _Loader, where: str) -> list[str]:
             )
         lines.append(f"| {claim['text']} | {measured} | {status} |")
     accuracy = any(c["kind"] in ("accuracy", "matched_accuracy") for c in spec.get("claims", []))
-    paired = (
-        " Accuracy differences: paired by model (same members, same test rows; Welch where not every"
-        " model was scored), 95% t interval."
-        if accuracy
-        else ""
-    )
+    paired = f" Accuracy differences: {ACCURACY_INTERVAL}." if accuracy else ""
     return [
         *lines,
         "",
@@ -354,6 +349,9 @@ def _matched_accuracy(
             "missed" if hi >= 0 else f"not resolved ({name} is less accurate: no matched point)",
         )
     return measured, "not resolved (leakage intervals overlap)"
+
+
+ACCURACY_INTERVAL = "paired by model (same members, same test rows; Welch where not every model was scored), 95% t interval"  # how _accuracy_cost computes it, as the captions say
 
 
 def _accuracy_cost(v: VariantResult, ref: VariantResult) -> tuple[float, float, float, int]:
@@ -416,8 +414,7 @@ def render_learning_curve(spec: dict[str, Any], load: _Loader, where: str) -> li
                 )
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, "", "*Generated from each size's results.json: accuracy cost = mean over models of the variant "
-            "minus the reference, paired by model (same members, same test rows; Welch where not every model was "
-            "scored), 95% t interval; TPR pooled over every target, worst case over attacks, exact "
+            f"minus the reference, {ACCURACY_INTERVAL}; TPR pooled over every target, worst case over attacks, exact "
             "95% intervals, and the interval of their ratio; \"unresolved\": fewer than 10 expected false positives.*"]  # fmt: skip
 
 
