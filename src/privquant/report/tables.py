@@ -351,7 +351,11 @@ def _matched_accuracy(
     return measured, "not resolved (leakage intervals overlap)"
 
 
-ACCURACY_INTERVAL = "paired by model (same members, same test rows; Welch where not every model was scored), 95% t interval"  # how _accuracy_cost computes it, as the captions say
+# How _accuracy_cost computes its interval, as the captions say it.
+ACCURACY_INTERVAL = (
+    "paired by model (same members, same test rows; Welch where not every model was scored), "
+    "95% t interval"
+)
 
 
 def _accuracy_cost(v: VariantResult, ref: VariantResult) -> tuple[float, float, float, int]:
