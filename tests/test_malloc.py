@@ -43,6 +43,15 @@ def test_the_record_names_the_malloc_tunables_only() -> None:
     assert malloc_setting(env) == TUNED_MALLOC
 
 
+def test_the_heavy_commands_are_commands() -> None:
+    import argparse
+
+    from privquant.cli import HEAVY, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) >= HEAVY and {"compare", "merge", "attack"}.isdisjoint(HEAVY)
+
+
 TINY = {
     "name": "malloc",
     "data": {"name": "digits", "pool_size": 200, "reference_size": 50},

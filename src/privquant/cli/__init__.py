@@ -35,7 +35,7 @@ from privquant.machine import tuned_malloc_environ
 COMMANDS = (data, train, attack, signals, deploy, evaluate, run, plan, compare, merge, tune)
 # The commands that train or query models: they run with the tuned allocator (privquant.machine).
 # The others read and write results and are not worth a second interpreter start.
-HEAVY = {"train", "signals", "deploy", "evaluate", "run", "plan", "tune"}
+HEAVY = {"train", "signals", "quantize", "defend", "eval", "run", "demo", "plan", "tune"}
 
 __all__ = ["CONFIG_FLAGS", "build_parser", "check_out", "main"]
 
@@ -66,7 +66,7 @@ def _reexec_with_tuned_malloc() -> None:
     process image: exec replaces this one (same pid, arguments and working directory). Only for
     the program itself (``main()`` without argv), never for a caller's process."""
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-    if command not in HEAVY:
+    if command not in HEAVY or not sys.executable:  # an embedded interpreter cannot be re-run
         return
     try:
         env = tuned_malloc_environ(os.environ)
