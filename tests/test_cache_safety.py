@@ -96,3 +96,23 @@ def _dead_pid() -> int:
     p.start()
     p.join()
     return p.pid
+
+
+def test_published_files_and_entries_have_the_modes_a_plain_write_gives(tmp_path: Path) -> None:
+    from privquant.artifacts import atomic_write_json
+    from privquant.data.archive import safe_extract
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_json(tmp_path / "results.json", {"a": 1})  # a run's output: not 0600
+        entry = ArtifactCache(tmp_path / "cache").get_or_create("cd" * 32, _build)  # not 0700
+        import tarfile
+
+        with tarfile.open(tmp_path / "a.tar", "w") as tf:
+            tf.add(tmp_path / "results.json", arcname="r.json")
+        extracted = safe_extract(tmp_path / "a.tar", tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o640
+    assert entry.stat().st_mode & 0o777 == 0o750
+    assert extracted.stat().st_mode & 0o777 == 0o750

@@ -11,6 +11,30 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    """This process's umask, without changing it (Linux reports it; elsewhere set and restore)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_if_created(path: str | os.PathLike[str]) -> None:
+    """Give a temp file or folder the mode a plain open() or mkdir() would have given it.
+
+    mkstemp and mkdtemp create owner-only entries (0600, 0700), right for a temp name but wrong
+    for what is renamed into place: a report, results.json or a shared cache entry must stay
+    readable by whoever could read a file written the ordinary way."""
+    full = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, full & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
@@ -22,6 +46,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     )
     os.close(fd)
     tmp_path = Path(tmp)
+    as_if_created(tmp_path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 import privquant
-from privquant.artifacts.atomic import process_alive
+from privquant.artifacts.atomic import as_if_created, process_alive
 
 # What a trained or transformed model depends on: these modules and everything they import
 # inside privquant (derived from the source, so a new package is covered without an edit).
@@ -233,6 +233,7 @@ class ArtifactCache:
         final.parent.mkdir(parents=True, exist_ok=True)
         self._remove_stale_temps(final.parent, key)
         tmp = Path(tempfile.mkdtemp(prefix=f"{_temp_prefix(key)}{os.getpid()}.", dir=final.parent))
+        as_if_created(tmp)  # a shared cache: its entries readable as the umask allows
         try:
             build(tmp)
             marker = {"key": key, "files": _manifest(tmp)}

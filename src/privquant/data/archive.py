@@ -11,6 +11,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from privquant.artifacts.atomic import as_if_created
 from privquant.errors import DatasetError
 
 
@@ -28,6 +29,7 @@ def download(url: str, dest: Path, md5: str | None = None, timeout: float = 30.0
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    as_if_created(tmp_path)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp_path, "wb") as f:
             shutil.copyfileobj(r, f)
@@ -60,6 +62,7 @@ def safe_extract(archive: Path, target: Path) -> Path:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    as_if_created(tmp)
     tmp_resolved = tmp.resolve()
     try:
         if zipfile.is_zipfile(archive):

@@ -183,7 +183,7 @@ def dp_train(config: DPSGD, ctx: DefenseContext) -> tuple[nn.Module, dict[str, f
         warnings.filterwarnings("ignore", message="Optimal order", category=UserWarning)
         trainer = Trainer(train, callbacks=[callback], poisson_sampling=True,
                           augment_multiplicity=config.augment_multiplicity)  # fmt: skip
-        trainer.fit(model, ctx.x, ctx.y, progress=False)
+        trainer.fit(model, ctx.x, ctx.y, progress=True)  # 30-50 min per model on 2 cores: show it
         epsilon = callback.epsilon(delta)
     info = {"epsilon": epsilon, "delta": delta, "noise_multiplier": float(sigma),
             "sample_rate": sample_rate, "steps": float(callback.steps), "max_grad_norm": config.max_grad_norm,
