@@ -53,7 +53,7 @@ def _child(path: str, rows: int) -> dict:
         if path in dp:
             return dp_train(dp[path], ctx)[0]
         if path == "query":
-            model = ctx.model_fn().eval()
+            model = ctx.fresh_model().eval()
             with torch.no_grad():
                 for _ in range(4):  # four passes: a query is many small forward calls
                     for i in range(0, rows, 256):
