@@ -14,10 +14,10 @@ import privquant
 from privquant.errors import ConfigError
 from privquant.training.precision import recorded_choices
 
-# glibc's malloc hands every block over 128 KiB back to the kernel when it is freed, so a training
-# step that allocates and frees the same activations and per-example gradients each step takes
-# fresh zeroed pages from the kernel every time: on a 2-core host DP-SGD spent ~25% of its time in
-# page faults (docs/results/malloc_tuning.md). Keeping freed blocks in the heap removes that; the
+# glibc's malloc hands a freed block over 128 KiB (its threshold adapts up to 32 MiB) back to the
+# kernel, so a training step that allocates and frees the same activations and per-example
+# gradients each step takes fresh zeroed pages every time: on a 2-core host DP-SGD ran 1.3x and
+# querying 1.7x slower for it (docs/results/malloc_tuning.md). Keeping freed blocks in the heap removes that; the
 # numbers computed are unchanged (the allocator decides where tensors live, not what they hold).
 TUNED_MALLOC = (
     "glibc.malloc.mmap_threshold=33554432"  # blocks up to 32 MiB (glibc's maximum) from the heap
