@@ -57,7 +57,7 @@ TINY = {
     "data": {"name": "digits", "pool_size": 200, "reference_size": 50},
     "model": {"name": "mlp", "options": {"hidden": [64]}},
     "train": {"epochs": 5, "batch_size": 32, "optimizer": "adam", "lr": 0.003},
-    "population": {"n_models": 2, "queries": 1},
+    "population": {"n_models": 3, "queries": 1},
     "variants": [{"name": "fp32", "method": "none"}],
     "attacks": ["loss"],
     "bootstrap": 10,
