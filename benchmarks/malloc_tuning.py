@@ -29,22 +29,15 @@ PATHS = ("dp128", "dp512", "bf16", "fp32", "query")
 
 
 def _child(path: str, rows: int) -> dict:
-    import numpy as np
     import torch
 
-    from privquant.defenses import DefenseContext
+    from dp_throughput import _context  # this folder is on sys.path when run as a script
     from privquant.defenses.dp_sgd import DPSGD, dp_train
-    from privquant.population import model_factory
-    from privquant.training import TrainConfig
 
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(rows, 3, 32, 32), dtype=np.uint8)
-    y = rng.integers(0, 10, size=rows)
-    precision = "bf16" if path == "bf16" else "fp32"
-    train = TrainConfig(epochs=1, batch_size=128, augment="crop+flip", precision=precision,
-                        channels_last=path == "bf16")  # fmt: skip
-    ctx = DefenseContext(x=x, y=y, x_reference=None, y_reference=None, num_classes=10, train=train,
-                         seed=0, model_fn=model_factory("resnet20", 10))  # fmt: skip
+    ctx = _context("resnet20", rows, 128)  # fp32 NCHW; the bf16 path switches below
+    if path == "bf16":
+        ctx.train = ctx.train.model_copy(update={"precision": "bf16", "channels_last": True})
+    x = ctx.x
 
     dp = {"dp128": DPSGD(noise_multiplier=0.05, lr=1.0, momentum=0.9, batch_size=128),
           "dp512": DPSGD(noise_multiplier=1.0, lr=2.0, momentum=0.0, batch_size=512)}  # fmt: skip
