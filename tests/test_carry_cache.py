@@ -168,7 +168,7 @@ def test_dp_models_trained_in_sessions_are_found_whatever_auto_chose(tmp_path, m
 
 
 def test_dp_train_ignores_the_recipes_precision() -> None:
-    # What keying DP models with fp32 (privquant.pipeline.run.FIXED_PRECISION) rests on.
+    # What keying DP models with fp32 (DPSGD.fixed_precision) rests on.
     import pytest
     import torch
 
@@ -176,7 +176,7 @@ def test_dp_train_ignores_the_recipes_precision() -> None:
     from privquant.data import load_dataset
     from privquant.defenses import DefenseContext
     from privquant.defenses.dp_sgd import DPSGD, dp_train
-    from privquant.pipeline.run import FIXED_PRECISION, population_train
+    from privquant.pipeline.run import population_train
     from privquant.population import model_factory
     from privquant.training import TrainConfig
 
@@ -191,7 +191,7 @@ def test_dp_train_ignores_the_recipes_precision() -> None:
         model, _ = dp_train(DPSGD(noise_multiplier=0.5), ctx)
         weights.append(model.state_dict())
         fixed = population_train(train, DPSGD(noise_multiplier=0.5))
-        assert fixed.model_dump(include=set(FIXED_PRECISION["dp_sgd"])) == FIXED_PRECISION["dp_sgd"]
+        assert fixed.model_dump(include=set(DPSGD.fixed_precision)) == DPSGD.fixed_precision
     for a, b in zip(*(w.values() for w in weights), strict=True):
         assert torch.equal(a, b)
 

@@ -65,6 +65,8 @@ def test_merged_parts_equal_the_audit_run_in_one_go(runs) -> None:  # noqa: ANN0
         assert _measured(merged.variants[name]) == _measured(whole.variants[name]), name
     assert [v["name"] for v in merged.config["variants"]] == ["fp32", "ptq4", "qat2"]
     assert [p["variants"] for p in merged.machine["parts"]] == [["fp32", "ptq4"], ["qat2"]]
+    assert merged.machine["trained_on"] == whole.machine["trained_on"]  # one population of 4
+    assert sum(whole.machine["trained_on"].values()) == 4
     # The CLI writes the merged results and a report from them.
     assert main(["merge", str(tmp / "a"), str(tmp / "b"), "--out", str(tmp / "m")]) == 0
     assert list(AuditResults.load(tmp / "m").variants) == ["fp32", "ptq4", "qat2"]
@@ -101,3 +103,24 @@ def test_last_bit_float_differences_merge_and_real_ones_do_not(runs) -> None:  #
     moved.variants["fp32"].test_accuracy *= 1 + 1e-6
     with pytest.raises(PrivquantError, match="variant fp32 differs between a and moved"):
         merge_results([a, moved], names=["a", "moved"])
+
+
+def test_models_are_counted_once_per_population_where_they_trained() -> None:
+    from privquant.results import ModelRecord, VariantResult
+    from privquant.results.schema import trained_on_counts
+
+    def variant(steps: list[dict], where: list[str | None]) -> VariantResult:
+        records = [ModelRecord(test_accuracy=None, train_accuracy=1.0, size_bytes=1, bits=32,
+                               trained_on=w) for w in where]  # fmt: skip
+        return VariantResult(steps=steps, description="", bits=32, size_bytes=1, test_accuracy=None,
+                             test_accuracy_std=None, train_accuracy=1.0, per_model=records)  # fmt: skip
+
+    gpu, cpu = "cuda: H100, torch 2.13.0", "cpu: EPYC, torch 2.13.0"
+    hamp = {"method": "hamp", "entropy_fraction": 0.8, "alpha": 0.01}
+    counts = trained_on_counts({
+        "fp32": variant([], [cpu, cpu, None]),
+        "qat4": variant([{"method": "qat", "quant": {"weight_bits": 4}}], [cpu, cpu, None]),  # fp32's
+        "hamp": variant([hamp, {"method": "hamp_output"}], [gpu, gpu, cpu]),
+        "hamp4": variant([hamp, {"method": "qat", "quant": {"weight_bits": 4}}], [gpu, gpu, cpu]),
+    })  # fmt: skip
+    assert counts == {cpu: 3, gpu: 2, "not recorded": 1}

@@ -166,6 +166,14 @@ def test_results_json_is_typed_complete_and_consistent(finished_run: Path) -> No
         (loss.mean["auc"] - q2.attacks["loss"].mean["auc"]) / loss.mean["auc"]
     )
     assert results.timings_seconds["total"] > 0 and results.machine["torch"]
+    # Where the models trained, from their checkpoints: one population of 4 (the variants all
+    # transform it), counted once.
+    import torch
+
+    from privquant.machine import training_device
+
+    here = training_device(torch.device("cpu"))
+    assert fp.per_model[0].trained_on == here and results.machine["trained_on"] == {here: 4}
 
 
 def test_quantized_shadows_change_under_the_variant(finished_run: Path) -> None:

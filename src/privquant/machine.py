@@ -59,16 +59,31 @@ def malloc_setting(environ: Mapping[str, str] | None = None) -> str:
     return ":".join(parts) if parts else "system"
 
 
-def machine_info() -> dict[str, Any]:
+def cpu_name() -> str:
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return cpu
+
+
+def training_device(device: torch.device) -> str:
+    """Where a model trains, as its checkpoint records it (e.g. ``cpu: AMD EPYC, torch 2.13.0+cpu``).
+
+    Cache keys leave the device out on purpose: a model carried from a GPU session is found on a
+    CPU host, and a study spread over hosts is one population. Its numbers differ in the last bits
+    from a CPU-trained one, so where each model trained is recorded here and summed up in
+    results.json (``machine.trained_on``)."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return f"{device.type}: {name}, torch {torch.__version__}"
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = cpu_name()
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True

@@ -18,7 +18,7 @@ import hashlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -45,6 +45,12 @@ class DefenseConfig(BaseModel):
     """Base of every defense method's config; subclasses set ``method: Literal["name"]``."""
 
     model_config = ConfigDict(extra="forbid")
+
+    # A train-stage method that trains in one precision whatever the recipe resolved to sets this
+    # (DP-SGD: per-example gradients in fp32, NCHW). Its models are keyed with it, not with what
+    # ``auto`` chose on this host, so a model trained on one host is found on every other (a study
+    # spread over sessions on different hosts); a pin on it would mean nothing.
+    fixed_precision: ClassVar[dict[str, Any] | None] = None
 
     method: str
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -30,6 +30,9 @@ from privquant.training import Callback, Trainer
 
 class DPSGD(DefenseConfig):
     """DP-SGD (Opacus): per-example clipping, Gaussian noise, Poisson sampling, RDP accounting."""
+
+    # Per-example gradient hooks run in fp32 (bf16 activations would change the clipping) and NCHW.
+    fixed_precision: ClassVar[dict[str, Any] | None] = {"precision": "fp32", "channels_last": False}
 
     method: Literal["dp_sgd"] = "dp_sgd"
     epsilon: float = Field(8.0, gt=0, description="target epsilon of the whole training run")
@@ -138,17 +141,27 @@ def _optimizer_class() -> type:
     return AugmentedDPOptimizer
 
 
+def prepare_for_dp(model: nn.Module) -> int:
+    """``model`` made fit for per-example gradients, in place (plan times DP-SGD's step on a copy
+    made so): BatchNorm as GroupNorm, no in-place activations (they break Opacus' backward hooks).
+    Returns the number of BatchNorm layers replaced."""
+    converted = batchnorm_to_groupnorm(model)
+    for module in model.modules():
+        if getattr(module, "inplace", False):
+            module.inplace = False
+    return converted
+
+
 def dp_train(config: DPSGD, ctx: DefenseContext) -> tuple[nn.Module, dict[str, float]]:
     """A model trained with DP-SGD on the members, and its privacy accounting."""
     _require_opacus()
     from opacus.accountants.utils import get_noise_multiplier
 
     n = len(ctx.x)
-    updates: dict[str, Any] = {"precision": "fp32", "channels_last": False}
+    updates: dict[str, Any] = dict(config.fixed_precision or {})
     for field in ("epochs", "lr", "batch_size", "momentum"):
         if getattr(config, field) is not None:
             updates[field] = getattr(config, field)
-    # Per-example gradient hooks run in fp32 (bf16 activations would change the clipping).
     train = ctx.train.model_copy(update=updates)
     if train.batch_size > n:
         raise ConfigError(f"batch_size: {train.batch_size} exceeds the {n} members")
@@ -167,15 +180,12 @@ def dp_train(config: DPSGD, ctx: DefenseContext) -> tuple[nn.Module, dict[str, f
             sigma = get_noise_multiplier(target_epsilon=config.epsilon, target_delta=delta, sample_rate=sample_rate,
                                          steps=steps, accountant=config.accountant)  # fmt: skip
     model = ctx.fresh_model(seed=train.seed)
-    converted = batchnorm_to_groupnorm(model)
+    converted = prepare_for_dp(model)
     if converted:
         spec = dict(model_info(model).spec or {})
         model_info(model).spec = {**spec, "norm": "group"}
         print(f"privquant: dp_sgd replaced {converted} BatchNorm layers by GroupNorm (per-example "
               "gradients need layers that do not mix the examples of a batch)", file=sys.stderr)  # fmt: skip
-    for module in model.modules():  # in-place activations break Opacus' backward hooks
-        if getattr(module, "inplace", False):
-            module.inplace = False
     callback = DPSGDCallback(sigma, config.max_grad_norm, train.batch_size, sample_rate, config.accountant,
                              seed=train.seed, augment_multiplicity=config.augment_multiplicity)  # fmt: skip
     with warnings.catch_warnings():  # the first layer's input needs no gradient; harmless

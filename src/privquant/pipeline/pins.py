@@ -26,9 +26,6 @@ from privquant.pipeline.config import AuditConfig
 
 PINS_FILE = "precision.json"
 PRECISIONS = ("fp32", "bf16")
-# Methods that train in one fixed precision whatever the recipe says (pipeline.run.FIXED_PRECISION):
-# a pin on them would mean nothing.
-UNPINNABLE = ("dp_sgd",)
 
 Pin = dict[str, Any]
 
@@ -103,10 +100,9 @@ def resolve_pins(
                 f"({', '.join(variants)})"
             )
         step = variants[name].train_step
-        if step is not None and step.method in UNPINNABLE:
-            raise ConfigError(
-                f"{path}: {name}: {step.method} always trains in fp32; its models need no pin"
-            )
+        if step is not None and step.fixed_precision is not None:
+            raise ConfigError(f"{path}: {name}: {step.method} always trains in "
+                              f"{step.fixed_precision['precision']}; its models need no pin")  # fmt: skip
     by_population: dict[str, tuple[str, Pin]] = {}
     for name, pin in pins.items():
         other = by_population.setdefault(population_key(variants[name]), (name, pin))

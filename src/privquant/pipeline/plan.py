@@ -33,11 +33,9 @@ from privquant.membership import MembershipSplit
 from privquant.pipeline.config import AuditConfig
 from privquant.pipeline.pins import Pin, pinned_config, resolve_pins
 from privquant.pipeline.run import (
-    SHARED_CPU,
     _population_key,
     _preflight,
     _timing_sample,
-    cpu_share,
     population_train,
     prepared_split,
     signals_cached,
@@ -161,15 +159,10 @@ def dp_gradients_per_second(
         from opacus import GradSampleModule
     except ImportError:
         return None
-    from privquant.models.layers import batchnorm_to_groupnorm
+    from privquant.defenses.dp_sgd import prepare_for_dp
 
-    # The preparation and timing loop mirror dp_train and time_candidate; both live in the
-    # model-code hash, so a shared helper waits until the carried size-3 models are spent.
     model = copy.deepcopy(model).float().train()
-    batchnorm_to_groupnorm(model)
-    for module in model.modules():
-        if getattr(module, "inplace", False):
-            module.inplace = False
+    prepare_for_dp(model)
     wrapped = GradSampleModule(model, loss_reduction="mean")
     params = [p for p in model.parameters() if p.requires_grad]
 
@@ -194,13 +187,6 @@ def dp_gradients_per_second(
     rate = steps * len(x) / (time.perf_counter() - start)
     wrapped._close()
     return rate
-
-
-def _tiled(x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The timing sample tiled to one batch of ``batch`` rows (at most 1,024)."""
-    batch = min(batch, 1024)
-    reps = -(-batch // len(x))
-    return x.repeat(reps, *([1] * (x.dim() - 1)))[:batch], y.repeat(reps)[:batch].long()
 
 
 def _train_units(
@@ -327,7 +313,13 @@ def plan_run(
     from privquant.population import model_factory, population_jobs
     from privquant.population.deploy import DeployJob, deploy_key
     from privquant.population.jobs import job_key
-    from privquant.training.precision import Candidate, one_batch, time_candidate
+    from privquant.training.precision import (
+        SHARED_CPU,
+        Candidate,
+        cpu_share,
+        one_batch,
+        time_candidate,
+    )
 
     run_dir = Path(run_dir)
     ds, split = prepared_split(config, dataset)
@@ -363,7 +355,7 @@ def plan_run(
         if step is not None and step.method == "dp_sgd":
             batch = step.batch_size or train.batch_size
             if batch not in dp_factors:
-                xd, yd = _tiled(x, y, batch)
+                xd, yd, _ = one_batch(x, y, batch, cap=1024)
                 dp_speed = dp_gradients_per_second(model, xd, yd, TRAIN_SECONDS)
                 dp_factors[batch] = None if dp_speed is None else train_speed / dp_speed
 

@@ -46,6 +46,7 @@ from privquant.results import (
     VariantResult,
     aggregate_targets,
 )
+from privquant.results.schema import trained_on_counts
 from privquant.signals import Signals
 from privquant.training import TrainConfig
 from privquant.training import precision as auto_precision
@@ -74,19 +75,11 @@ def _steps_identity(variant: VariantConfig) -> list[Any]:
 _population_key = population_key  # the name plan and the stages below use
 
 
-# Train-stage methods that train in one precision whatever the recipe resolved to: DP-SGD's
-# per-example gradients run in fp32 and NCHW (privquant.defenses.dp_sgd.dp_train overrides the
-# recipe). Their models are keyed with that precision, not with what ``auto`` chose on this host,
-# so a DP model trained on one host is found on every other (a study spread over sessions on
-# hosts that resolve ``auto`` differently). A test checks dp_train really ignores the recipe's.
-FIXED_PRECISION: dict[str, dict[str, Any]] = {
-    "dp_sgd": {"precision": "fp32", "channels_last": False}
-}
-
-
 def population_train(train: TrainConfig, step: DefenseConfig | None) -> TrainConfig:
     """The recipe a population under train-stage defense ``step`` is trained and keyed with."""
-    fixed = FIXED_PRECISION.get(step.method) if step is not None else None
+    # DP-SGD's models are keyed with the precision it trains in whatever ``auto`` chose here
+    # (DefenseConfig.fixed_precision), so they are found on every host.
+    fixed = step.fixed_precision if step is not None else None
     return train if fixed is None else train.model_copy(update=fixed)
 
 
@@ -327,27 +320,16 @@ def _preflight(config: AuditConfig, ds: Dataset) -> AuditConfig:
                 except ConfigError as e:
                     raise ConfigError(f"variants.{variant.name}.steps.{i}.quant.{e}") from None
     known = set(auto_precision.CHOICES)
-    wall, cpu = time.perf_counter(), time.process_time()
     train = resolve_train_config(config.train, model, *_timing_sample(ds), config.model.name)
-    share = cpu_share(wall, cpu)
-    timed = any(c.source == "measured" for k, c in auto_precision.CHOICES.items() if k not in known)
-    if timed and share < SHARED_CPU:
-        # The choice is cached for this machine and every later run reads it: a decision timed
-        # against another job (which slows fp32 and bf16 unequally) would outlive that job.
-        print(f"privquant: warning: precision: auto was timed while the CPU was shared (this process had "
-              f"{share:.0%} of its threads' time) and chose {train.precision}; if that is wrong, delete "
-              f"{auto_precision.cache_path()} and run again on an idle machine", file=sys.stderr)  # fmt: skip
+    for key, choice in auto_precision.CHOICES.items():
+        if key not in known and choice.source == "measured" and choice.timed_on_shared_cpu:
+            # Another job slows fp32 and bf16 unequally: this run keeps the choice (its models
+            # train alike), the machine cache marks it, and the next run times again.
+            print(f"privquant: warning: precision: auto was timed while the CPU was shared (this process had "
+                  f"{choice.cpu_share:.0%} of its threads' time) and chose {train.precision}; the next run "
+                  f"times it again, and a timing on an idle machine replaces it in "
+                  f"{auto_precision.cache_path()}", file=sys.stderr)  # fmt: skip
     return config.model_copy(update={"train": train})
-
-
-SHARED_CPU = 0.7  # below this share of its threads' time a timing measured another job too
-
-
-def cpu_share(wall: float, cpu: float) -> float:
-    """The share of its threads' time this process got since ``perf_counter() == wall`` and
-    ``process_time() == cpu``: well below 1, another job shared the cores."""
-    elapsed = time.perf_counter() - wall
-    return 1.0 if elapsed <= 0 else (time.process_time() - cpu) / elapsed / torch.get_num_threads()
 
 
 def _timing_sample(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -690,6 +672,7 @@ def _run_stages(user_config: AuditConfig, config: AuditConfig, ds: Dataset, spli
             **machine_info(),
             "workers": workers,
             "stack": config.executor.stack_size(config.train.device),
+            "trained_on": trained_on_counts(variants),
             **({"precision_pins": pins} if pins else {}),
         },
         timings_seconds=timings,

@@ -70,7 +70,7 @@ def tune_step(
     A point that reused sub-teachers an earlier point trained counts only its own training time."""
     from privquant.pipeline.run import _preflight, prepared_split
     from privquant.population import model_factory
-    from privquant.population.jobs import context_for
+    from privquant.population.jobs import context_for, intermediates_identity
     from privquant.population.train import population_jobs
     from privquant.training import predict_logits
 
@@ -100,7 +100,7 @@ def tune_step(
     # Points that differ only in how a defense uses its intermediates (a distillation's
     # temperature, say) share them: sub-teachers train once per teacher set, not once per point.
     cache = ArtifactCache(config.cache_dir or out / "cache")
-    shared = {"dataset": ds.checksum, "model": config.model.name, "options": config.model.options}
+    shared = intermediates_identity(ds, config.model.name, config.model.options)
 
     def point_path(name: str, step: dict[str, Any] | None) -> Path:
         return out / "points" / f"{name}{content_hash({**identity, 'step': step})[:16]}.json"

@@ -18,11 +18,12 @@ import privquant
 from privquant.artifacts import ArtifactCache, save_checkpoint
 from privquant.data import Dataset
 from privquant.defenses import DefenseConfig, DefenseContext, get_defense, train_model
+from privquant.machine import training_device
 from privquant.models import build_model, model_code
 from privquant.models.info import model_info
 from privquant.models.registry import fits_normalization
 from privquant.training import TrainConfig, channel_stats
-from privquant.training.device import seed_everything
+from privquant.training.device import resolve_device, seed_everything
 from privquant.training.stacked import fit_stacked
 
 
@@ -96,6 +97,13 @@ def job_key(job: TrainJob, ds: Dataset, cache: ArtifactCache) -> str:
     return cache.key(**parts)
 
 
+def intermediates_identity(ds: Dataset, model: str, options: dict[str, Any]) -> dict[str, Any]:
+    """What a defense's cached intermediates (sub-teachers) depend on besides their own recipe and
+    rows: the data and a registered model. One identity, so a tune's points and a population's
+    jobs find each other's sub-teachers."""
+    return {"dataset": ds.checksum, "model": model, "options": options}
+
+
 def train_job_model(
     job: TrainJob,
     ds: Dataset,
@@ -105,7 +113,7 @@ def train_job_model(
     """The trained model of ``job``, in memory (``model_fn`` overrides the registered model)."""
     identity = None
     if model_fn is None:  # a registered model: its name and options say what it is
-        identity = {"dataset": ds.checksum, "model": job.model, "options": job.model_options}
+        identity = intermediates_identity(ds, job.model, job.model_options)
     model_fn = model_fn or model_factory(job.model, ds.num_classes, job.model_options)
     ctx = context_for(
         ds, job.members, job.reference, job.train, job.train.seed, model_fn, cache, identity
@@ -119,6 +127,7 @@ def checkpoint_meta(job: TrainJob, ds: Dataset, model: nn.Module) -> dict[str, A
             "n_members": int(len(job.members)), "train": job.train.model_dump(mode="json"),
             "defense": None if job.defense is None else job.defense.model_dump(mode="json"),
             "defense_info": model_info(model).defense_info,
+            "trained_on": training_device(resolve_device(job.train.device)),
             "privquant_version": privquant.__version__}  # fmt: skip
 
 

@@ -76,5 +76,6 @@ def query_one(job: QueryJob, ds: Dataset, cache: ArtifactCache) -> dict[str, Any
         "bits": bits_label(size),
         "defense_info": ({**(trained.get("defense_info") or {}), **(deployed_defense_info(deployed) or {})}
                          or None),
+        "trained_on": trained.get("trained_on"),
     }  # fmt: skip
     return {"logits": logits, "population": population, "robustness": robustness, "record": record}

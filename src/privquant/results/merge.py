@@ -18,7 +18,7 @@ import math
 from typing import Any
 
 from privquant.errors import PrivquantError
-from privquant.results.schema import AuditResults
+from privquant.results.schema import AuditResults, trained_on_counts
 
 # Floats this close are the same measurement (another CPU's summation order, not another model).
 FLOAT_RTOL = 1e-9
@@ -110,6 +110,8 @@ def merge_results(parts: list[AuditResults], names: list[str] | None = None) -> 
         for k, seconds in part.timings_seconds.items():
             timings[k] = timings.get(k, 0.0) + seconds
     machine = dict(first.machine)
+    if "trained_on" in machine:  # the first part's models alone otherwise
+        machine["trained_on"] = trained_on_counts(variants)
     machine["parts"] = [{"name": n, "variants": [v for v in p.variants if came_from[v] == n],
                          "machine": p.machine, "timings_seconds": p.timings_seconds}
                         for n, p in zip(names, parts, strict=True)]  # fmt: skip

@@ -161,6 +161,10 @@ class ModelRecord(_Strict):
     defense_info: dict[str, float] | None = Field(
         None, description="what the train-stage defense recorded (DP-SGD: epsilon, delta, ...)"
     )
+    trained_on: str | None = Field(
+        None, description="where the model trained (device, torch), as its checkpoint recorded "
+        "it; None for checkpoints written before this was recorded",
+    )  # fmt: skip
 
 
 class VariantResult(_Strict):
@@ -182,6 +186,20 @@ class VariantResult(_Strict):
     relative_change_vs_fp32: dict[str, Any] = Field(
         default_factory=dict, description="(FP32 - variant) / FP32 per attack and metric"
     )
+
+
+def trained_on_counts(variants: dict[str, VariantResult]) -> dict[str, int]:
+    """How many of the models trained where (results.json's ``machine.trained_on``): a carried
+    population may have trained on another host or a GPU. Variants with one train-stage step share
+    its population, counted once."""
+    from privquant.defenses import get_defense
+
+    populations: dict[str, list[ModelRecord]] = {}
+    for v in variants.values():
+        train = [s for s in v.steps if get_defense(s["method"]).stage == "train"]
+        populations.setdefault(json.dumps(train, sort_keys=True), v.per_model)
+    where = [r.trained_on or "not recorded" for records in populations.values() for r in records]
+    return {name: where.count(name) for name in sorted(set(where))}
 
 
 class AuditResults(_Strict):
