@@ -19,9 +19,9 @@ import warnings
 import torch
 from torch import nn
 
+from privquant.defenses.dp_sgd import prepare_for_dp
 from privquant.machine import machine_info
 from privquant.models import build_model
-from privquant.models.layers import batchnorm_to_groupnorm
 
 MODES = ("hooks", "functorch", "ew")
 
@@ -29,10 +29,7 @@ MODES = ("hooks", "functorch", "ew")
 def _model() -> nn.Module:
     torch.manual_seed(0)
     model = build_model("resnet20", [3, 32, 32], 10)
-    batchnorm_to_groupnorm(model)
-    for module in model.modules():
-        if getattr(module, "inplace", False):
-            module.inplace = False
+    prepare_for_dp(model)  # as dp_sgd trains it
     return model
 
 
