@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,14 +24,12 @@ from privquant.population.executor import available_cores
 from privquant.training.config import TrainConfig
 from privquant.training.precision import (
     Candidate,
-    cache_path,
+    cpu_share,
+    decide_once,
     machine_identity,
-    machine_lock,
     model_signature,
     one_batch,
-    read_cache,
     time_candidate,
-    write_cache,
 )
 
 MARGIN = 0.05
@@ -102,28 +101,30 @@ def choose_workers(
                                      candidate.name, cores]).encode()).hexdigest()  # fmt: skip
     if key in CHOICES:
         return CHOICES[key]
-    with machine_lock(cache_path()):
-        choice = _cached_or_measured(key, model, xb, yb, candidate, counts, cores, name)
-    CHOICES[key] = choice
-    return choice
 
+    def from_entry(entry: dict[str, Any]) -> WorkersChoice | None:
+        if not isinstance(entry.get("workers"), int):
+            return None
+        return WorkersChoice(entry["workers"], max(1, cores // entry["workers"]), "cached",
+                             dict(entry.get("images_per_second", {})))  # fmt: skip
 
-def _cached_or_measured(key: str, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, candidate: Candidate,
-                        counts: list[int], cores: int, name: str) -> WorkersChoice:  # fmt: skip
-    cached = read_cache(cache_path()).get(key)
-    if isinstance(cached, dict) and isinstance(cached.get("workers"), int):
-        choice = WorkersChoice(cached["workers"], max(1, cores // cached["workers"]), "cached",
-                               dict(cached.get("images_per_second", {})))  # fmt: skip
-    else:
+    def timed() -> tuple[WorkersChoice, dict[str, Any], float]:
+        speeds, share = {}, 1.0
         with torch.random.fork_rng(devices=[]):
-            speeds = {n: measure(model, xb, yb, candidate, n, cores) for n in counts}
+            for n in counts:
+                wall, cpu = time.perf_counter(), time.process_time()
+                speeds[n] = measure(model, xb, yb, candidate, n, cores)
+                if n == 1:  # in this process: its share tells whether another job ran too
+                    share = cpu_share(wall, cpu, threads=cores)
         best = max(speeds, key=speeds.__getitem__)
         if speeds[1] * (1 + MARGIN) >= speeds[best]:
             best = 1
         timings = {str(n): round(s, 1) for n, s in speeds.items()}
         choice = WorkersChoice(best, max(1, cores // best), "measured", timings)
-        write_cache(cache_path(), key, {"workers": best, "images_per_second": timings,
-                                         "model": name})  # fmt: skip
+        return choice, {"workers": best, "images_per_second": timings, "model": name}, share
+
+    choice = decide_once(key, from_entry, timed)
+    CHOICES[key] = choice
     return choice
 
 

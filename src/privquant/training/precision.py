@@ -22,11 +22,11 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -38,6 +38,7 @@ MARGIN = 0.03  # keep the default unless a candidate is more than 3% faster
 SECONDS_PER_CANDIDATE = 0.3
 CACHE_ENV = "PRIVQUANT_MACHINE_CACHE"
 SHARED_CPU = 0.7  # below this share of its threads' time a timing measured another job too
+Decision = TypeVar("Decision")
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,13 @@ def one_batch(
     return xb, y.repeat(reps)[:batch].long().cpu(), batch
 
 
-def cpu_share(wall: float, cpu: float) -> float:
-    """The share of its threads' time this process got since ``perf_counter() == wall`` and
-    ``process_time() == cpu``: well below 1, another job shared the cores."""
+def cpu_share(wall: float, cpu: float, threads: int | None = None) -> float:
+    """The share of its ``threads``' time (default: torch's thread count now) this process got
+    since ``perf_counter() == wall`` and ``process_time() == cpu``: well below 1, another job
+    shared the cores."""
     elapsed = time.perf_counter() - wall
-    return 1.0 if elapsed <= 0 else (time.process_time() - cpu) / elapsed / torch.get_num_threads()
+    threads = threads or torch.get_num_threads()
+    return 1.0 if elapsed <= 0 else (time.process_time() - cpu) / elapsed / threads
 
 
 def model_signature(model: nn.Module, x: torch.Tensor, batch_size: int) -> str:
@@ -210,6 +213,33 @@ def write_cache(path: Path, key: str, entry: dict[str, Any]) -> None:
         pass
 
 
+def decide_once(
+    key: str,
+    from_entry: Callable[[dict[str, Any]], Decision | None],
+    measure: Callable[[], tuple[Decision, dict[str, Any], float]],
+) -> Decision:
+    """The machine's decision for ``key``: cached, or measured and cached.
+
+    ``from_entry`` reads a cache entry (None: unusable); ``measure`` returns the decision, its
+    cache entry and the share of its threads' time the process had while timing. One process
+    measures at a time; the others wait and read its entry. A decision timed on a shared CPU is
+    cached marked; the next process times again and replaces it only with a timing that had the
+    CPU to itself (shared again, the cached decision stands, so the processes of one run agree)."""
+    path = cache_path()
+    with machine_lock(path):
+        entry = read_cache(path).get(key)
+        cached = from_entry(entry) if isinstance(entry, dict) else None
+        share = entry.get("cpu_share") if isinstance(entry, dict) else None
+        shared = isinstance(share, int | float) and share < SHARED_CPU  # absent: written before
+        if cached is not None and not shared:
+            return cached
+        decision, record, share = measure()
+        if cached is not None and share < SHARED_CPU:
+            return cached
+        write_cache(path, key, {**record, "cpu_share": round(share, 2)})
+        return decision
+
+
 def choose_precision(
     config: TrainConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str = ""
 ) -> PrecisionChoice:
@@ -231,35 +261,26 @@ def choose_precision(
                                      [c.name for c in todo]]).encode()).hexdigest()  # fmt: skip
     if key in CHOICES:
         return CHOICES[key]
-    path = cache_path()
-    # One decision per machine: processes that need it at once (workers, Ray tasks) wait for the
-    # first to measure and then read its choice, so every model of a run trains alike.
-    with machine_lock(path):
-        cached = _cached_choice(read_cache(path).get(key), name)
-        if cached is not None and not cached.timed_on_shared_cpu:
-            CHOICES[key] = cached
-            return cached
+
+    def measure() -> tuple[PrecisionChoice, dict[str, Any], float]:
         wall, cpu = time.perf_counter(), time.process_time()
         # The measurement must not move the global generators that seed training.
         with torch.random.fork_rng(devices=[]):
             speeds = {c: time_candidate(model, xb, yb, c, SECONDS_PER_CANDIDATE) for c in todo}
         share = round(cpu_share(wall, cpu), 2)
-        if cached is not None and share < SHARED_CPU:
-            # Shared again, no better evidence than the cached timing: keep it, so the processes of
-            # one run (workers timing while the first one trains) all train alike.
-            choice = cached
-        else:
-            choice = _fastest(speeds, is_image, name, share)
-            write_cache(path, key, {"precision": choice.precision, "channels_last": choice.channels_last,
-                                     "images_per_second": choice.images_per_second, "model": name,
-                                     "cpu_share": share})  # fmt: skip
+        choice = _fastest(speeds, is_image, name, share)
+        return choice, {"precision": choice.precision, "channels_last": choice.channels_last,
+                        "images_per_second": choice.images_per_second, "model": name}, share  # fmt: skip
+
+    # One decision per machine, so the processes of a run (workers, Ray tasks) train alike.
+    choice = decide_once(key, lambda entry: _cached_choice(entry, name), measure)
     CHOICES[key] = choice
     return choice
 
 
-def _cached_choice(entry: object, name: str) -> PrecisionChoice | None:
-    if not isinstance(entry, dict) or entry.get("precision") not in ("bf16", "fp32"):
-        return None  # absent or damaged: measure again
+def _cached_choice(entry: dict[str, Any], name: str) -> PrecisionChoice | None:
+    if entry.get("precision") not in ("bf16", "fp32"):
+        return None  # damaged: measure again
     share = entry.get("cpu_share")  # absent in entries written before it was recorded
     return PrecisionChoice(entry["precision"], bool(entry.get("channels_last")), "cached",
                            dict(entry.get("images_per_second", {})), name,
