@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2048, help="rows trained on for one epoch")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--multiplicity", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--per-example", nargs="+", default=["hooks"], choices=["hooks", "expanded_weights"],
+                    help="how per-example gradients are computed (dp_sgd's per_example)")  # fmt: skip
     ap.add_argument("--members", type=int, default=12500, help="members per model of the study")
     ap.add_argument("--epochs", type=int, default=30, help="DP epochs of the study")
     args = ap.parse_args()
@@ -56,17 +58,22 @@ def main() -> None:
     out: dict = {"model": args.model, "rows": args.rows, "batch_size": args.batch_size,
                  "plain_fp32_rows_per_s": plain, "plain_auto_rows_per_s": plain_auto, "dp": []}  # fmt: skip
     for k in args.multiplicity:
-        start = time.perf_counter()
-        dp_train(DPSGD(noise_multiplier=1.0, augment_multiplicity=k), ctx)
-        rate = args.rows / (time.perf_counter() - start)
-        out["dp"].append({
-            "augment_multiplicity": k, "rows_per_s": rate, "example_gradients_per_s": rate * k,
-            "slowdown_vs_plain_fp32": plain / rate, "slowdown_vs_plain_auto": plain_auto / rate,
-            "minutes_per_study_model": args.members * args.epochs / rate / 60,
-        })  # fmt: skip
+        for way in args.per_example:
+            start = time.perf_counter()
+            dp_train(DPSGD(noise_multiplier=1.0, augment_multiplicity=k, per_example=way), ctx)
+            rate = args.rows / (time.perf_counter() - start)
+            out["dp"].append(_row(args, k, way, rate, plain, plain_auto))
     out["study"] = {"members": args.members, "epochs": args.epochs}
     out["machine"] = machine_info()
     print(json.dumps(out, indent=2))
+
+
+def _row(
+    args: argparse.Namespace, k: int, way: str, rate: float, plain: float, plain_auto: float
+) -> dict:
+    return {"augment_multiplicity": k, "per_example": way, "rows_per_s": rate, "example_gradients_per_s": rate * k,
+            "slowdown_vs_plain_fp32": plain / rate, "slowdown_vs_plain_auto": plain_auto / rate,
+            "minutes_per_study_model": args.members * args.epochs / rate / 60}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -125,3 +125,37 @@ def test_bad_dp_settings_are_refused_before_training(digits) -> None:  # noqa: A
     with pytest.raises(ConfigError, match="augment_multiplicity: 2 .*augment is none"):
         dp_train(DPSGD(augment_multiplicity=2), _context(digits, augment="none"))
     assert np.isfinite(DPSGD().epsilon)
+
+
+def test_expanded_weights_give_the_per_example_gradients_hooks_give(digits) -> None:  # noqa: ANN001
+    from privquant.defenses.dp_sgd import DPSGD, dp_train, per_example_module
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3)
+    )
+    x, y = torch.randn(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
+    samples = {}
+    for way in ("hooks", "expanded_weights"):
+        wrapped = per_example_module(net, way)
+        nn.functional.cross_entropy(wrapped(x), y).backward()
+        samples[way] = [p.grad_sample.clone() for p in net.parameters()]
+        for p in net.parameters():
+            p.grad, p.grad_sample = None, None
+        wrapped._close()
+    assert samples["hooks"][0].shape == (5, 4, 1, 3, 3)  # one gradient per example
+    for a, b in zip(samples["hooks"], samples["expanded_weights"], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    # A whole DP-SGD training (Poisson batches, two augmented copies per row): the same model
+    # to float precision, the same accounting.
+    ctx = _context(digits, epochs=2)
+    hooks = DPSGD(noise_multiplier=0.5, batch_size=64, augment_multiplicity=2)
+    a, info_a = dp_train(hooks, ctx)
+    b, info_b = dp_train(hooks.model_copy(update={"per_example": "expanded_weights"}), ctx)
+    assert info_a == info_b
+    for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-4, rtol=1e-3)
+    with pytest.raises(
+        ConfigError, match=r"per_example: expanded_weights cannot compute 1 \(PReLU\)"
+    ):
+        per_example_module(nn.Sequential(nn.Linear(3, 3), nn.PReLU()), "expanded_weights")

@@ -113,7 +113,7 @@ def test_dp_sgd_is_priced_from_its_own_steps_timed_here(
     config = load_config({**CONFIG, "variants": variants})
     timed = []
 
-    def fake_rate(model, x, y, seconds):  # noqa: ANN001, ANN202
+    def fake_rate(model, x, y, seconds, per_example):  # noqa: ANN001, ANN202
         timed.append(len(x))
         return 250.0 if len(x) == 64 else 200.0  # per row, a larger batch is slower
 
@@ -138,5 +138,6 @@ def test_dp_sgd_is_priced_from_its_own_steps_timed_here(
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
     assert plan_module.dp_gradients_per_second(model, x, y, 0.2) > 0
+    assert plan_module.dp_gradients_per_second(model, x, y, 0.2, "expanded_weights") > 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())

@@ -149,21 +149,26 @@ def _duration(seconds: float) -> str:
 
 
 def dp_gradients_per_second(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seconds: float
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seconds: float,
+    per_example: str = "hooks",
 ) -> float | None:
     """Per-example gradients per second of DP-SGD steps on a copy of ``model`` as dp_sgd trains
-    it (BatchNorm as GroupNorm, fp32, Opacus' per-example hooks, clipping); None without Opacus."""
+    it (BatchNorm as GroupNorm, fp32, per-example gradients the ``per_example`` way, clipping);
+    None without Opacus."""
     import copy
 
     try:
-        from opacus import GradSampleModule
+        import opacus  # noqa: F401
     except ImportError:
         return None
-    from privquant.defenses.dp_sgd import prepare_for_dp
+    from privquant.defenses.dp_sgd import per_example_module, prepare_for_dp
 
     model = copy.deepcopy(model).float().train()
     prepare_for_dp(model)
-    wrapped = GradSampleModule(model, loss_reduction="mean")
+    wrapped = per_example_module(model, per_example)
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step() -> None:
@@ -347,17 +352,21 @@ def plan_run(
         notes.append("timed on the CPU: the estimate does not describe a GPU run")
     members = float(np.mean([len(split.members(m)) for m in range(split.n_models)]))
     plain_seconds = members * train.epochs / train_speed
-    # DP-SGD timed at each of its batch sizes: per-example gradients cost more per row in a larger
-    # batch (ε = 8 at batch 512 took 55 min where batch 128's timing said 44, session 15).
-    dp_factors: dict[int, float | None] = {}
+    # DP-SGD timed at each of its batch sizes (per-example gradients cost more per row in a larger
+    # batch: ε = 8 at batch 512 took 55 min where batch 128's timing said 44, session 15) and in
+    # its way of computing them.
+    dp_factors: dict[tuple[int, str], float | None] = {}
+
+    def dp_way(step: Any) -> tuple[int, str]:
+        return step.batch_size or train.batch_size, step.per_example
+
     for variant in config.variants:
         step = variant.train_step
-        if step is not None and step.method == "dp_sgd":
-            batch = step.batch_size or train.batch_size
-            if batch not in dp_factors:
-                xd, yd, _ = one_batch(x, y, batch, cap=1024)
-                dp_speed = dp_gradients_per_second(model, xd, yd, TRAIN_SECONDS)
-                dp_factors[batch] = None if dp_speed is None else train_speed / dp_speed
+        if step is not None and step.method == "dp_sgd" and dp_way(step) not in dp_factors:
+            batch, per_example = dp_way(step)
+            xd, yd, _ = one_batch(x, y, batch, cap=1024)
+            dp_speed = dp_gradients_per_second(model, xd, yd, TRAIN_SECONDS, per_example)
+            dp_factors[batch, per_example] = None if dp_speed is None else train_speed / dp_speed
 
     populations: dict[str, PopulationPlan] = {}
     checkpoints: dict[str, list[Path | None]] = {}
@@ -367,7 +376,7 @@ def plan_run(
             populations[key].variants.append(variant.name)
             continue
         step = variant.train_step
-        dp_factor = (dp_factors.get(step.batch_size or train.batch_size)
+        dp_factor = (dp_factors.get(dp_way(step))
                      if step is not None and step.method == "dp_sgd" else None)  # fmt: skip
         units, teacher, step_notes = _train_units(step, members, train.epochs,
                                                   config.data.reference_size, dp_factor)  # fmt: skip
