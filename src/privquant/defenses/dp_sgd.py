@@ -60,8 +60,8 @@ class DPSGD(DefenseConfig):
     accountant: Literal["rdp", "prv"] = "rdp"
     per_example: Literal["hooks", "expanded_weights"] = Field(
         "hooks", description="how per-example gradients are computed: Opacus' module hooks, or "
-        "torch's expanded weights (the same clipped gradient; 12% faster per step on ResNet-20 "
-        "on a 2-core Zen 4, docs/results/dp_throughput.md)",
+        "torch's expanded weights (the same model to float precision; on a 2-core Zen 4 a whole "
+        "DP epoch of ResNet-20 was no faster: docs/results/dp_throughput.md)",
     )  # fmt: skip
 
     @model_validator(mode="after")
