@@ -19,7 +19,7 @@ import warnings
 import torch
 from torch import nn
 
-from privquant.defenses.dp_sgd import prepare_for_dp
+from privquant.defenses.dp_sgd import per_example_module, prepare_for_dp
 from privquant.machine import machine_info
 from privquant.models import build_model
 
@@ -35,12 +35,11 @@ def _model() -> nn.Module:
 
 def _clipped_sum(mode: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     from opacus import GradSampleModule
-    from opacus.grad_sample import GradSampleModuleExpandedWeights
 
-    if mode == "ew":
-        gsm = GradSampleModuleExpandedWeights(model, loss_reduction="mean")
-    else:
-        gsm = GradSampleModule(model, loss_reduction="mean", force_functorch=mode == "functorch")
+    if mode == "functorch":  # not one of dp_sgd's ways: timed for comparison
+        gsm = GradSampleModule(model, loss_reduction="mean", force_functorch=True)
+    else:  # as dp_sgd computes them (per_example: hooks | expanded_weights)
+        gsm = per_example_module(model, "expanded_weights" if mode == "ew" else "hooks")
     loss = nn.functional.cross_entropy(gsm(x), y)
     loss.backward()
     params = [p for p in model.parameters() if p.requires_grad]

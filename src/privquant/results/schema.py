@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -198,8 +199,8 @@ def trained_on_counts(variants: dict[str, VariantResult]) -> dict[str, int]:
     for v in variants.values():
         train = [s for s in v.steps if get_defense(s["method"]).stage == "train"]
         populations.setdefault(json.dumps(train, sort_keys=True), v.per_model)
-    where = [r.trained_on or "not recorded" for records in populations.values() for r in records]
-    return {name: where.count(name) for name in sorted(set(where))}
+    where = Counter(r.trained_on or "not recorded" for rs in populations.values() for r in rs)
+    return dict(sorted(where.items()))
 
 
 class AuditResults(_Strict):
