@@ -4,6 +4,7 @@ A size-3 audit spends a third of its wall time querying (part 1: 37%), and queri
 whatever precision trained the model, so that the logits are exact. channels_last keeps fp32 (the
 logits move in the last bits only, checked here) and may be faster on CPUs where oneDNN prefers it;
 bf16 is timed for comparison only (it changes the logits the attacks read, so it is not a candidate).
+Last, per model, the layout the audit's own measured choice (``privquant.signals.layout``) picks.
 Each setting runs in turn, ``--reps`` times, on the same rows: the original and its flip, as the
 audit queries them; medians reported.
 
@@ -14,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +28,9 @@ from torch import nn
 from privquant.defenses.dp_sgd import prepare_for_dp
 from privquant.machine import machine_info
 from privquant.models import build_model
+from privquant.signals import layout
 from privquant.signals.query import query_views
+from privquant.training.precision import CACHE_ENV
 from privquant.training.trainer import to_model_input
 
 SETTINGS = ("fp32", "fp32+channels_last", "bf16+channels_last")
@@ -88,6 +94,12 @@ def main() -> None:
             result[setting]["speedup_vs_fp32_nchw"] = round(
                 result[setting]["images_per_s"] / base, 3
             )
+        # What the audit's measured choice (privquant.signals.layout) picks here, timed afresh.
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ[CACHE_ENV] = str(Path(tmp) / "machine.json")
+            layout.CHOICES.clear()
+            result["query_layout_choice"] = layout.query_layout(model, x[:256].numpy())
+            result["query_layout_timing"] = json.loads(Path(os.environ.pop(CACHE_ENV)).read_text())
         out["models"][name] = result
     print(json.dumps(out, indent=2))
 

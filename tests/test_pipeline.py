@@ -174,6 +174,9 @@ def test_results_json_is_typed_complete_and_consistent(finished_run: Path) -> No
 
     here = training_device(torch.device("cpu"))
     assert fp.per_model[0].trained_on == here and results.machine["trained_on"] == {here: 4}
+    # Queried in the layout timed faster here, one decision for every model of the shape.
+    assert len({m.query_layout for m in fp.per_model}) == 1
+    assert fp.per_model[0].query_layout in ("nchw", "channels_last")
 
 
 def test_quantized_shadows_change_under_the_variant(finished_run: Path) -> None:

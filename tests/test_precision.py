@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ def stub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # noqa: ANN201
     monkeypatch.setattr(prec, "time_candidate", fake)
     # The stub's timings take no time, so the real share would be noise: an idle CPU unless the
     # test says otherwise.
-    monkeypatch.setattr(prec, "cpu_share", lambda wall, cpu: 1.0)
+    monkeypatch.setattr(prec, "cpu_share", lambda clock: 1.0)
     return state
 
 
@@ -109,6 +110,30 @@ def test_the_real_timing_leaves_weights_and_generators_untouched() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_the_share_counts_what_other_processes_took() -> None:
+    # 2 cores, 2 threads, 1 s: another process kept one core busy (busy 1.6 s, 0.6 of them ours).
+    assert prec.available_share(1.0, own=0.6, busy=1.6, cores=2, threads=2) == pytest.approx(0.5)
+    # A small model that keeps one of two threads busy on an idle host is not "shared" (its own
+    # CPU time alone read 75% of its threads' time in a benchmark).
+    assert prec.available_share(1.0, own=1.0, busy=1.02, cores=2, threads=2) > prec.SHARED_CPU
+    # One thread needs one core: another job on the other core leaves it whole.
+    assert prec.available_share(1.0, own=1.0, busy=2.0, cores=2, threads=1) == 1.0
+    assert prec.available_share(1.0, own=0.1, busy=4.1, cores=2, threads=2) == 0.0
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads Linux's /proc/stat")
+def test_the_busy_clock_sees_this_process_work() -> None:
+    clock = prec.start_clock()
+    end = time.perf_counter() + 0.3
+    while time.perf_counter() < end:  # one core busy for 0.3 s
+        pass
+    busy = prec._busy_seconds()
+    assert clock.busy is not None and busy is not None
+    # Tick-sampled accounting: this process's 0.3 s shows up, give or take a few ticks.
+    assert busy - clock.busy >= 0.2
+    assert 0.0 <= prec.cpu_share(clock) <= 1.0
+
+
 def test_a_shared_cpu_timing_is_flagged_and_timed_again(stub, monkeypatch, capsys) -> None:  # noqa: ANN001
     # Another job slows fp32 and bf16 unequally; a cached choice would outlive it (session 14: a
     # unit test timed under a DP tune cached bf16 on an fp32 host and two later tests failed).
@@ -123,7 +148,7 @@ def test_a_shared_cpu_timing_is_flagged_and_timed_again(stub, monkeypatch, capsy
                                    "population_size": 50, "test_size": 100},
                           "population": {"n_models": 3}, "attacks": ["loss"]})  # fmt: skip
     ds = load_dataset("digits")
-    monkeypatch.setattr(prec, "cpu_share", lambda wall, cpu: 0.3)
+    monkeypatch.setattr(prec, "cpu_share", lambda clock: 0.3)
     assert run._preflight(config, ds).train.precision == "bf16"
     err = capsys.readouterr().err
     assert "timed while the CPU was shared" in err and str(prec.cache_path()) in err
@@ -142,7 +167,7 @@ def test_a_shared_cpu_timing_is_flagged_and_timed_again(stub, monkeypatch, capsy
 
     # On an idle CPU the new timing replaces it, and is trusted from then on.
     monkeypatch.setattr(prec, "CHOICES", {})
-    monkeypatch.setattr(prec, "cpu_share", lambda wall, cpu: 0.95)
+    monkeypatch.setattr(prec, "cpu_share", lambda clock: 0.95)
     assert run._preflight(config, ds).train.precision == "fp32"
     assert "shared" not in capsys.readouterr().err
     assert prec.read_cache(prec.cache_path()).popitem()[1]["cpu_share"] == 0.95

@@ -96,7 +96,7 @@ def test_workers_auto_takes_the_measured_fastest_count_and_caches_it(
         return {1: 100.0, 2: 180.0, 4: 150.0}[workers]
 
     monkeypatch.setattr(wk, "measure", fake)
-    monkeypatch.setattr(wk, "cpu_share", lambda wall, cpu, threads: 1.0)  # fake takes no time
+    monkeypatch.setattr(wk, "cpu_share", lambda clock, threads: 1.0)  # fake takes no time
     from privquant.models import build_model
 
     model, x, y = build_model("mlp", (8,), 3), torch.rand(16, 8), torch.arange(16) % 3
@@ -112,10 +112,10 @@ def test_workers_auto_takes_the_measured_fastest_count_and_caches_it(
     # Timed while another job had the cores: cached marked, and the next process times again.
     (tmp_path / "machine.json").unlink()
     wk.CHOICES.clear()
-    monkeypatch.setattr(wk, "cpu_share", lambda wall, cpu, threads: 0.4)
+    monkeypatch.setattr(wk, "cpu_share", lambda clock, threads: 0.4)
     assert wk.choose_workers(cfg, model, x, y).source == "measured" and len(calls) == 6
     wk.CHOICES.clear()
-    monkeypatch.setattr(wk, "cpu_share", lambda wall, cpu, threads: 0.9)
+    monkeypatch.setattr(wk, "cpu_share", lambda clock, threads: 0.9)
     assert wk.choose_workers(cfg, model, x, y).source == "measured" and len(calls) == 9
     wk.CHOICES.clear()
     assert wk.choose_workers(cfg, model, x, y).source == "cached" and len(calls) == 9

@@ -96,7 +96,7 @@ class RunPlan:
     train_images_per_second: float
     infer_images_per_second: float
     plain_model_seconds: float
-    cpu_share: float  # of the timing's wall time x threads, the CPU time this process got
+    cpu_share: float  # of its threads' time, what other processes left this one while timing
     populations: list[PopulationPlan]
     variants: list[VariantPlan]
     total_seconds: float
@@ -323,6 +323,7 @@ def plan_run(
         Candidate,
         cpu_share,
         one_batch,
+        start_clock,
         time_candidate,
     )
 
@@ -339,14 +340,14 @@ def plan_run(
     xb, yb, _ = one_batch(x, y, train.batch_size)
     is_image = xb.dim() == 4
     candidate = Candidate(train.precision, bool(train.channels_last) and is_image)
-    wall, cpu = time.perf_counter(), time.process_time()
+    clock = start_clock()
     train_speed = time_candidate(model, xb, yb, candidate, TRAIN_SECONDS)
     infer_speed = _inference_speed(model.eval(), ds.x_train[:512])
     # Another job on the cores makes every figure below read low: say so rather than plan on it.
-    share = cpu_share(wall, cpu)
+    share = cpu_share(clock)
     if share < SHARED_CPU:
-        notes.append(f"the CPU was shared while timing (this process had {share:.0%} of its "
-                     f"{torch.get_num_threads()} threads' time): the estimate reads high; plan "
+        notes.append(f"the CPU was shared while timing (other processes left this one {share:.0%} "
+                     f"of its {torch.get_num_threads()} threads' time): the estimate reads high; plan "
                      "on an idle machine")  # fmt: skip
     if train.device not in ("cpu", "auto") or torch.cuda.is_available():
         notes.append("timed on the CPU: the estimate does not describe a GPU run")

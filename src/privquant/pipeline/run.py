@@ -325,8 +325,8 @@ def _preflight(config: AuditConfig, ds: Dataset) -> AuditConfig:
         if key not in known and choice.source == "measured" and choice.timed_on_shared_cpu:
             # Another job slows fp32 and bf16 unequally: this run keeps the choice (its models
             # train alike), the machine cache marks it, and the next run times again.
-            print(f"privquant: warning: precision: auto was timed while the CPU was shared (this process had "
-                  f"{choice.cpu_share:.0%} of its threads' time) and chose {train.precision}; the next run "
+            print(f"privquant: warning: precision: auto was timed while the CPU was shared (other processes left "
+                  f"this one {choice.cpu_share:.0%} of its threads' time) and chose {train.precision}; the next run "
                   f"times it again, and a timing on an idle machine replaces it in "
                   f"{auto_precision.cache_path()}", file=sys.stderr)  # fmt: skip
     return config.model_copy(update={"train": train})

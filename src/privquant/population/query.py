@@ -25,6 +25,7 @@ from privquant.population.deploy import (
 )
 from privquant.population.jobs import context_for, model_factory
 from privquant.signals import noise_robustness, query_logits, query_views
+from privquant.signals.layout import query_layout
 from privquant.training import evaluate
 
 
@@ -54,12 +55,14 @@ def query_one(job: QueryJob, ds: Dataset, cache: ArtifactCache) -> dict[str, Any
         model = apply_outputs(list(job.outputs), model, ctx)
     views = query_views(ds.kind, job.queries, job.query_shift)
     x_pool, y_pool = ds.x_train[job.pool], ds.y_train[job.pool]
-    logits = query_logits(model, x_pool, views)
+    layout = query_layout(model, x_pool)  # pool and population rows alike
+    logits = query_logits(model, x_pool, views, layout)
     population = (
         query_logits(
             model,
             (ds.x_test if job.population_part == "test" else ds.x_train)[job.population],
             views,
+            layout,
         )
         if len(job.population)
         else None
@@ -77,5 +80,6 @@ def query_one(job: QueryJob, ds: Dataset, cache: ArtifactCache) -> dict[str, Any
         "defense_info": ({**(trained.get("defense_info") or {}), **(deployed_defense_info(deployed) or {})}
                          or None),
         "trained_on": trained.get("trained_on"),
+        "query_layout": layout,
     }  # fmt: skip
     return {"logits": logits, "population": population, "robustness": robustness, "record": record}

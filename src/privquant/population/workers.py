@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,6 +28,7 @@ from privquant.training.precision import (
     machine_identity,
     model_signature,
     one_batch,
+    start_clock,
     time_candidate,
 )
 
@@ -112,10 +112,10 @@ def choose_workers(
         speeds, share = {}, 1.0
         with torch.random.fork_rng(devices=[]):
             for n in counts:
-                wall, cpu = time.perf_counter(), time.process_time()
+                clock = start_clock()
                 speeds[n] = measure(model, xb, yb, candidate, n, cores)
                 if n == 1:  # in this process: its share tells whether another job ran too
-                    share = cpu_share(wall, cpu, threads=cores)
+                    share = cpu_share(clock, threads=cores)
         best = max(speeds, key=speeds.__getitem__)
         if speeds[1] * (1 + MARGIN) >= speeds[best]:
             best = 1

@@ -166,6 +166,10 @@ class ModelRecord(_Strict):
         None, description="where the model trained (device, torch), as its checkpoint recorded "
         "it; None for checkpoints written before this was recorded",
     )  # fmt: skip
+    query_layout: str | None = Field(
+        None, description="the fp32 memory layout the audit queried it in (nchw or channels_last), "
+        "measured faster here; None for results written before this was recorded",
+    )  # fmt: skip
 
 
 class VariantResult(_Strict):

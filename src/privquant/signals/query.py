@@ -11,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from privquant.signals.format import Signals
+from privquant.signals.layout import CHANNELS_LAST, query_layout
 from privquant.training import predict_logits
 from privquant.training.augment import shift
 
@@ -41,9 +42,15 @@ def query_views(kind: str, n_queries: int = 2, shift_size: int = 1) -> list[View
     return views[: n_queries - 1]
 
 
-def query_logits(model: nn.Module, x: np.ndarray, views: Sequence[View] = ()) -> np.ndarray:
-    """float32 logits ``[N, 1 + len(views), classes]``: view 0 is the original input."""
-    out = predict_logits(model, x, views=views)
+def query_logits(
+    model: nn.Module, x: np.ndarray, views: Sequence[View] = (), layout: str | None = None
+) -> np.ndarray:
+    """float32 logits ``[N, 1 + len(views), classes]``: view 0 is the original input.
+
+    ``layout``: ``nchw`` or ``channels_last``; None measures the faster one for this model here
+    (:func:`privquant.signals.layout.query_layout`)."""
+    layout = query_layout(model, x) if layout is None else layout
+    out = predict_logits(model, x, views=views, channels_last=layout == CHANNELS_LAST)
     return out if out.ndim == 3 else out[:, None, :]
 
 

@@ -60,7 +60,8 @@ class PrecisionChoice:
     source: str  # measured | cached | explicit | cuda | not-image
     images_per_second: dict[str, float] = field(default_factory=dict)
     model: str = ""
-    # The share of its threads' time this process had while timing (None: not timed here).
+    # The share of its threads' time other processes left this one while timing (None: not timed
+    # here).
     cpu_share: float | None = None
 
     @property
@@ -116,13 +117,60 @@ def one_batch(
     return xb, y.repeat(reps)[:batch].long().cpu(), batch
 
 
-def cpu_share(wall: float, cpu: float, threads: int | None = None) -> float:
-    """The share of its ``threads``' time (default: torch's thread count now) this process got
-    since ``perf_counter() == wall`` and ``process_time() == cpu``: well below 1, another job
-    shared the cores."""
-    elapsed = time.perf_counter() - wall
+@dataclass(frozen=True)
+class CpuClock:
+    """Where the clocks stood when a timing began (read back by :func:`cpu_share`)."""
+
+    wall: float
+    own: float  # this process's CPU seconds
+    busy: float | None  # busy seconds of the CPUs this process may use, every process counted
+
+
+def start_clock() -> CpuClock:
+    return CpuClock(time.perf_counter(), time.process_time(), _busy_seconds())
+
+
+def _busy_seconds() -> float | None:
+    """Busy time since boot of the CPUs this process may run on, all processes together (Linux
+    ``/proc/stat``: user, nice, system, irq, softirq and steal); None where it cannot be read."""
+    try:
+        allowed = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+        ticks, seen = 0, 0
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *fields = line.split()
+                if name in allowed:
+                    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+                    ticks += user + nice + system + irq + softirq + steal
+                    seen += 1
+        return ticks / os.sysconf("SC_CLK_TCK") if seen == len(allowed) else None
+    except (OSError, ValueError, AttributeError):  # not Linux, or an unexpected format
+        return None
+
+
+def available_share(elapsed: float, own: float, busy: float, cores: int, threads: int) -> float:
+    """The share of ``threads`` cores other processes left free over ``elapsed`` seconds, when
+    ``cores`` were busy ``busy`` seconds in all and ``own`` of them were this process's."""
+    others = max(0.0, busy - own) / elapsed  # cores' worth of work by other processes
+    return max(0.0, min(1.0, (cores - others) / threads))
+
+
+def cpu_share(clock: CpuClock, threads: int | None = None) -> float:
+    """The share of its ``threads``' time (default: torch's thread count now) this process could
+    have had since ``clock`` started: well below 1, another job shared the cores.
+
+    Read from the other processes' CPU time where Linux shows it: a process's own CPU time
+    under-reads when the model is too small to keep every thread busy (the small CNN's timing read
+    75% on an idle host), which made idle timings look shared."""
+    elapsed = time.perf_counter() - clock.wall
+    if elapsed <= 0:
+        return 1.0
     threads = threads or torch.get_num_threads()
-    return 1.0 if elapsed <= 0 else (time.process_time() - cpu) / elapsed / threads
+    own = time.process_time() - clock.own
+    busy = _busy_seconds()
+    if clock.busy is None or busy is None:
+        return min(1.0, own / elapsed / threads)
+    return available_share(elapsed, own, busy - clock.busy, len(os.sched_getaffinity(0)), threads)
 
 
 def model_signature(model: nn.Module, x: torch.Tensor, batch_size: int) -> str:
@@ -221,10 +269,11 @@ def decide_once(
     """The machine's decision for ``key``: cached, or measured and cached.
 
     ``from_entry`` reads a cache entry (None: unusable); ``measure`` returns the decision, its
-    cache entry and the share of its threads' time the process had while timing. One process
-    measures at a time; the others wait and read its entry. A decision timed on a shared CPU is
-    cached marked; the next process times again and replaces it only with a timing that had the
-    CPU to itself (shared again, the cached decision stands, so the processes of one run agree)."""
+    cache entry and the share of its threads' time other processes left it while timing. One
+    process measures at a time; the others wait and read its entry. A decision timed on a shared
+    CPU is cached marked; the next process times again and replaces it only with a timing that had
+    the CPU to itself (shared again, the cached decision stands, so the processes of one run
+    agree)."""
     path = cache_path()
     with machine_lock(path):
         entry = read_cache(path).get(key)
@@ -263,11 +312,11 @@ def choose_precision(
         return CHOICES[key]
 
     def measure() -> tuple[PrecisionChoice, dict[str, Any], float]:
-        wall, cpu = time.perf_counter(), time.process_time()
+        clock = start_clock()
         # The measurement must not move the global generators that seed training.
         with torch.random.fork_rng(devices=[]):
             speeds = {c: time_candidate(model, xb, yb, c, SECONDS_PER_CANDIDATE) for c in todo}
-        share = round(cpu_share(wall, cpu), 2)
+        share = round(cpu_share(clock), 2)
         choice = _fastest(speeds, is_image, name, share)
         return choice, {"precision": choice.precision, "channels_last": choice.channels_last,
                         "images_per_second": choice.images_per_second, "model": name}, share  # fmt: skip

@@ -243,24 +243,35 @@ def predict_logits(
     batch_size: int = 1024,
     device: str | torch.device = "auto",
     views: Sequence[Any] = (),
+    channels_last: bool = False,
 ) -> np.ndarray:
     """float32 logits ``[N, classes]``, or ``[N, 1 + len(views), classes]`` with query views.
 
     Each view is a function of a float batch (e.g. a flip), applied after ``to_model_input``.
-    Inference runs in fp32 so logits are exact, whatever precision trained the model.
+    Inference runs in fp32 so logits are exact, whatever precision trained the model;
+    ``channels_last`` (images) runs it in that memory layout, and hands the model back in NCHW.
     """
     dev = resolve_device(device) if isinstance(device, str) else device
     model = model.to(dev).eval()
     x_t = torch.as_tensor(x)
+    layout = torch.channels_last if channels_last and x_t.dim() == 4 else None
+    if layout is not None:
+        model.to(memory_format=layout)
+
+    def run(xb: torch.Tensor) -> torch.Tensor:
+        return model(xb if layout is None else xb.contiguous(memory_format=layout))
+
     outs = []
-    for s in range(0, len(x_t), batch_size):
-        xb = to_model_input(x_t[s : s + batch_size].to(dev))
-        if views:
-            outs.append(
-                torch.stack([model(xb)] + [model(v(xb)) for v in views], dim=1).float().cpu()
-            )
-        else:
-            outs.append(model(xb).float().cpu())
+    try:
+        for s in range(0, len(x_t), batch_size):
+            xb = to_model_input(x_t[s : s + batch_size].to(dev))
+            if views:
+                outs.append(torch.stack([run(xb)] + [run(v(xb)) for v in views], 1).float().cpu())
+            else:
+                outs.append(run(xb).float().cpu())
+    finally:
+        if layout is not None:
+            model.to(memory_format=torch.contiguous_format)
     return torch.cat(outs).numpy()
 
 
