@@ -25,7 +25,7 @@ from privquant.population.deploy import (
 )
 from privquant.population.jobs import context_for, model_factory
 from privquant.signals import noise_robustness, query_logits, query_views
-from privquant.signals.layout import query_layout
+from privquant.signals.layout import CHANNELS_LAST, query_layout
 from privquant.training import evaluate
 
 
@@ -71,9 +71,12 @@ def query_one(job: QueryJob, ds: Dataset, cache: ArtifactCache) -> dict[str, Any
                   if job.noise_queries else None)  # fmt: skip
     member = np.isin(job.pool, d.members)
     trained = json.loads((d.checkpoint / META).read_text()) if d.checkpoint is not None else {}
+    # Test accuracy is scored for targets only; scoring every shadow would double query time.
+    scored = job.test is not None and len(job.test) > 0
+    test_accuracy = (evaluate(model, ds.x_test[job.test], ds.y_test[job.test],
+                              channels_last=layout == CHANNELS_LAST)["accuracy"] if scored else None)  # fmt: skip
     record = {
-        # Test accuracy is scored for targets only; scoring every shadow would double query time.
-        "test_accuracy": None if job.test is None or not len(job.test) else evaluate(model, ds.x_test[job.test], ds.y_test[job.test])["accuracy"],
+        "test_accuracy": test_accuracy,
         "train_accuracy": float((logits[member, 0].argmax(-1) == y_pool[member]).mean()),
         "size_bytes": int(size["total_bytes"]),
         "bits": bits_label(size),

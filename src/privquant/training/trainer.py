@@ -280,9 +280,10 @@ def evaluate(
     x: np.ndarray | torch.Tensor,
     y: np.ndarray | torch.Tensor,
     batch_size: int = 1024,
+    channels_last: bool = False,
 ) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of ``model`` on (x, y)."""
-    logits = torch.from_numpy(predict_logits(model, x, batch_size))
+    """Accuracy and mean cross-entropy of ``model`` on (x, y) (``channels_last``: that layout)."""
+    logits = torch.from_numpy(predict_logits(model, x, batch_size, channels_last=channels_last))
     y_t = torch.as_tensor(y, dtype=torch.long)
     return {
         "accuracy": float((logits.argmax(1) == y_t).float().mean()),
