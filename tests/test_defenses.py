@@ -302,6 +302,28 @@ def test_split_distill_labels_each_member_only_with_teachers_that_never_saw_it(
     assert len(x) == len(ctx.x) + 20 and x[len(ctx.x) :].tobytes() == x_ref.tobytes()
 
 
+def test_the_student_trains_its_own_epochs_and_the_teachers_the_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from privquant.defenses import train_model
+    from privquant.defenses.distillation import SplitDistill
+
+    ctx = _digits_context()
+    epochs: list[int] = []
+    real = DefenseContext.train_fresh
+
+    def spy(self, x=None, y=None, train=None, **kw):  # noqa: ANN001, ANN202
+        epochs.append((train or self.train).epochs)
+        return real(self, x, y, train, **kw)
+
+    monkeypatch.setattr(DefenseContext, "train_fresh", spy)
+    train_model(SplitDistill(teachers=2, student_epochs=5), ctx)
+    assert epochs == [3, 3, 5]  # two sub-teachers at the run's 3 epochs, then the student
+    epochs.clear()
+    train_model(SplitDistill(teachers=2), ctx)
+    assert epochs == [3, 3, 3]
+
+
 def test_distillation_needs_reference_rows_when_asked() -> None:
     from privquant.defenses import train_model
     from privquant.defenses.distillation import ReferenceDistill, SplitDistill

@@ -44,6 +44,10 @@ class SplitDistill(DefenseConfig):
     reference_rows: int = Field(
         0, ge=0, description="defender reference rows labelled by all teachers and added (0: none)"
     )
+    student_epochs: int | None = Field(
+        None, ge=1, description="the student's training epochs (None: the run's train.epochs, as "
+        "each sub-teacher); soft labels are harder to fit than hard ones",
+    )  # fmt: skip
 
     def check(self) -> None:
         if self.exclusions >= self.teachers:
@@ -169,17 +173,21 @@ def teacher_logits(
         return z["held_out"].astype(np.float64), z["reference"].astype(np.float64)
 
 
-def train_student(ctx: DefenseContext, x: np.ndarray, targets: np.ndarray) -> nn.Module:
-    """A fresh model (new initialization, normalization fitted on ``x``) trained on soft targets."""
+def train_student(
+    ctx: DefenseContext, x: np.ndarray, targets: np.ndarray, epochs: int | None = None
+) -> nn.Module:
+    """A fresh model (new initialization, normalization fitted on ``x``) trained on soft targets,
+    for ``epochs`` (None: the run's)."""
     objective = SoftTargetCrossEntropy(torch.from_numpy(targets))
     hard = targets.argmax(-1)  # only for the trainer's running accuracy
-    return ctx.train_fresh(x, hard, ctx.train, objective=objective)
+    recipe = ctx.train if epochs is None else ctx.train.model_copy(update={"epochs": epochs})
+    return ctx.train_fresh(x, hard, recipe, objective=objective)
 
 
 @register_defense(SplitDistill, "train")
 def _split_distill(config: SplitDistill, ctx: DefenseContext) -> nn.Module:
     x, targets, _ = split_teacher_targets(config, ctx)
-    return train_student(ctx, x, targets)
+    return train_student(ctx, x, targets, config.student_epochs)
 
 
 @register_defense(ReferenceDistill, "train")

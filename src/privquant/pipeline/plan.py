@@ -208,7 +208,9 @@ def _train_units(
     method = step.method
     if method == "split_distill":
         teacher = 1 - step.exclusions / step.teachers  # each trains without its withheld share
-        student = (members + step.reference_rows) / members
+        student = (
+            (members + step.reference_rows) / members * (step.student_epochs or epochs) / epochs
+        )
         return step.teachers * teacher + student, teacher, []
     if method == "reference_distill":
         rows = step.reference_rows or reference_size
