@@ -130,9 +130,24 @@ def start_clock() -> CpuClock:
     return CpuClock(time.perf_counter(), time.process_time(), _busy_seconds())
 
 
+def _cpu_quota() -> bool:
+    """Whether a cgroup caps this process's CPU time (cgroup v2 ``cpu.max`` or v1 ``cfs_quota``):
+    then its CPUs' counters also hold other tenants' work, which is not this process's share."""
+    for path, unlimited in (("/sys/fs/cgroup/cpu.max", "max"),
+                            ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "-1")):  # fmt: skip
+        try:
+            return Path(path).read_text().split()[0] != unlimited
+        except (OSError, IndexError):
+            continue
+    return False
+
+
 def _busy_seconds() -> float | None:
     """Busy time since boot of the CPUs this process may run on, all processes together (Linux
-    ``/proc/stat``: user, nice, system, irq, softirq and steal); None where it cannot be read."""
+    ``/proc/stat``: user, nice, system, irq, softirq and steal); None where it cannot be read or
+    does not describe this process's CPUs (a cgroup quota)."""
+    if _cpu_quota():
+        return None
     try:
         allowed = {f"cpu{i}" for i in os.sched_getaffinity(0)}
         ticks, seen = 0, 0
