@@ -36,12 +36,24 @@ def _images(n: int = 40) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (n, 3, 16, 16), dtype=np.uint8)
 
 
-def test_the_faster_layout_is_chosen_once_per_machine(timings: dict) -> None:
+def test_the_faster_layout_is_chosen_once_per_machine(
+    timings: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = build_model("small_cnn", (3, 16, 16), 4)
     assert lay.query_layout(model, _images()) == lay.CHANNELS_LAST and timings["calls"] == 2
     lay.CHOICES.clear()  # a new process reads the machine's decision, whatever it would time now
     timings["speeds"] = {lay.NCHW: 100.0, lay.CHANNELS_LAST: 50.0}
     assert lay.query_layout(model, _images()) == lay.CHANNELS_LAST and timings["calls"] == 2
+    # Timed on a shared CPU, the first decision still stands for every later process: a change
+    # would move a run's logits between its processes.
+    timings["speeds"] = {lay.NCHW: 100.0, lay.CHANNELS_LAST: 130.0}
+    shape = build_model("small_cnn", (3, 16, 16), 6)
+    monkeypatch.setattr(lay, "cpu_share", lambda clock: 0.3)
+    assert lay.query_layout(shape, _images()) == lay.CHANNELS_LAST and timings["calls"] == 4
+    lay.CHOICES.clear()
+    monkeypatch.setattr(lay, "cpu_share", lambda clock: 1.0)
+    timings["speeds"] = {lay.NCHW: 100.0, lay.CHANNELS_LAST: 50.0}
+    assert lay.query_layout(shape, _images()) == lay.CHANNELS_LAST and timings["calls"] == 4
     # Another model shape is its own decision; a near tie keeps the layout models are saved in.
     timings["speeds"] = {lay.NCHW: 100.0, lay.CHANNELS_LAST: 103.0}
     assert lay.query_layout(build_model("small_cnn", (3, 16, 16), 5), _images()) == lay.NCHW

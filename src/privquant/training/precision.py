@@ -280,21 +280,24 @@ def decide_once(
     key: str,
     from_entry: Callable[[dict[str, Any]], Decision | None],
     measure: Callable[[], tuple[Decision, dict[str, Any], float]],
+    retime_shared: bool = True,
 ) -> Decision:
     """The machine's decision for ``key``: cached, or measured and cached.
 
     ``from_entry`` reads a cache entry (None: unusable); ``measure`` returns the decision, its
     cache entry and the share of its threads' time other processes left it while timing. One
     process measures at a time; the others wait and read its entry. A decision timed on a shared
-    CPU is cached marked; the next process times again and replaces it only with a timing that had
-    the CPU to itself (shared again, the cached decision stands, so the processes of one run
-    agree)."""
+    CPU is cached marked; with ``retime_shared`` the next process times again and replaces it only
+    with a timing that had the CPU to itself (shared again, the cached decision stands, so the
+    processes of one run agree). Without it the first decision stands: for choices that cost only
+    speed when wrong, where a later change would move a run's numbers between its processes."""
     path = cache_path()
     with machine_lock(path):
         entry = read_cache(path).get(key)
         cached = from_entry(entry) if isinstance(entry, dict) else None
         share = entry.get("cpu_share") if isinstance(entry, dict) else None
-        shared = isinstance(share, int | float) and share < SHARED_CPU  # absent: written before
+        # absent: written before shares were recorded
+        shared = retime_shared and isinstance(share, int | float) and share < SHARED_CPU
         if cached is not None and not shared:
             return cached
         decision, record, share = measure()
