@@ -51,22 +51,24 @@ def _job_of_steps(root: Path, seconds: float):  # noqa: ANN202
 
 
 def test_a_budget_stops_inside_a_model_once_its_next_step_would_not_fit(tmp_path: Path) -> None:
-    # Steps of 0.5 s, a 1.8 s budget. Model 0 (two steps) ends at 1.0 s. Per model, model 1
-    # (1 s) would not start in the 0.8 s left; per step it starts, lands its first step at 1.5 s
-    # and is stopped there (0.3 s left < 0.5 s): that step is in the cache, the second never runs.
+    # Steps of 1 s, a 3.6 s budget (wide enough that a busy CI host's hiccups do not move a step
+    # across a boundary: at 0.5 s / 1.8 s one CI run saw the watch interrupt too late). Model 0
+    # (two steps) ends at 2 s. Per model, model 1 (2 s) would not start in the 1.6 s left; per step
+    # it starts, lands its first step at 3 s and is stopped there (0.6 s left < 1 s): that step is
+    # in the cache, the second never runs.
     jobs = [("m0", 2), ("m1", 2), ("m2", 2)]
-    per_model = budget.BudgetExecutor(LocalExecutor(), seconds=1.8)
+    per_model = budget.BudgetExecutor(LocalExecutor(), seconds=3.6)
     with pytest.raises(budget.BudgetReached, match="after 1 jobs in this call, 2 of") as e:
-        per_model.map(_job_of_steps(tmp_path / "a", 0.5), jobs, progress=False)
+        per_model.map(_job_of_steps(tmp_path / "a", 1.0), jobs, progress=False)
     assert e.value.steps_inside == 0 and budget.cache_entries(tmp_path / "a") == {
         "m0-step0", "m0-step1"
     }  # fmt: skip
 
     told: list[str] = []
-    per_step = budget.BudgetExecutor(LocalExecutor(), seconds=1.8, watch=tmp_path / "b", poll=0.02,
+    per_step = budget.BudgetExecutor(LocalExecutor(), seconds=3.6, watch=tmp_path / "b", poll=0.02,
                                      report=told.append)  # fmt: skip
     with pytest.raises(budget.BudgetReached, match="1 cached step of the next, 2 of") as e:
-        per_step.map(_job_of_steps(tmp_path / "b", 0.5), jobs, progress=False)
+        per_step.map(_job_of_steps(tmp_path / "b", 1.0), jobs, progress=False)
     assert (e.value.done, e.value.steps_inside) == (1, 1)
     # Each step that lands is told as it lands (the progress of a model of many steps), and the
     # last one says the run stops there.
@@ -75,7 +77,7 @@ def test_a_budget_stops_inside_a_model_once_its_next_step_would_not_fit(tmp_path
     )
     assert len(told) >= 2 and all(m.endswith("going on") for m in told[:-1])
     assert budget.cache_entries(tmp_path / "b") == {"m0-step0", "m0-step1", "m1-step0"}
-    assert per_step.slowest_step == pytest.approx(0.5, abs=0.2)
+    assert per_step.slowest_step == pytest.approx(1.0, abs=0.4)
 
     # The next call finds what landed and starts where it stopped (here with budget to spare).
     again = budget.BudgetExecutor(LocalExecutor(), seconds=60, watch=tmp_path / "b", poll=0.02)
