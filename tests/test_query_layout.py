@@ -28,7 +28,7 @@ def timings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
         state["calls"] += 1
         return state["speeds"][layout]
 
-    monkeypatch.setattr(lay, "_rows_per_second", fake)
+    monkeypatch.setattr(lay, "rows_per_second", fake)
     return state
 
 
@@ -96,3 +96,12 @@ def test_both_layouts_give_the_same_logits_and_leave_the_model_as_it_was() -> No
     state = model.state_dict()
     assert all(torch.equal(before[k], v) and v.is_contiguous() for k, v in state.items())
     assert not model.training
+
+
+def test_plan_prices_queries_in_the_layout_the_audit_queries_in(timings: dict) -> None:
+    from privquant.pipeline.plan import _inference_speed
+
+    model = build_model("small_cnn", (3, 16, 16), 4)
+    assert _inference_speed(model, _images()) == 130.0  # the channels_last figure, not NCHW's
+    timings["speeds"] = {lay.NCHW: 100.0, lay.CHANNELS_LAST: 50.0}
+    assert _inference_speed(build_model("small_cnn", (3, 16, 16), 7), _images()) == 100.0

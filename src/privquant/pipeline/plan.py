@@ -284,16 +284,13 @@ def _cached_teachers(job: Any, ds: Dataset, cache: ArtifactCache) -> int:
 
 
 def _inference_speed(model: torch.nn.Module, x: np.ndarray) -> float:
-    """Images per second of the queries' inference (fp32, as every query runs)."""
-    from privquant.training import predict_logits
+    """Images per second of the queries' inference: fp32, in the layout the audit queries this
+    model in (channels_last read BatchNorm ResNet-20 1.15-1.6x faster on a Zen 4 host)."""
+    from privquant.signals.layout import query_layout, rows_per_second
+    from privquant.training.trainer import to_model_input
 
-    rows = np.concatenate([x] * max(1, -(-512 // len(x))))[:512]
-    predict_logits(model, rows[:64])  # warm-up
-    done, start = 0, time.perf_counter()
-    while done < 2 * len(rows) or time.perf_counter() - start < TRAIN_SECONDS:
-        predict_logits(model, rows)
-        done += len(rows)
-    return done / (time.perf_counter() - start)
+    xb = to_model_input(torch.as_tensor(x[:512]))
+    return rows_per_second(model, xb, query_layout(model, x), TRAIN_SECONDS)
 
 
 def _query_images(config: AuditConfig, ds: Dataset, split: MembershipSplit) -> int:

@@ -39,7 +39,9 @@ CHOICES: dict[str, str] = {}
 
 
 @torch.no_grad()
-def _rows_per_second(model: nn.Module, xb: torch.Tensor, layout: str, seconds: float) -> float:
+def rows_per_second(model: nn.Module, xb: torch.Tensor, layout: str, seconds: float) -> float:
+    """Rows per second of ``model``'s fp32 inference on the model-input batch ``xb`` in ``layout``
+    (at least ``seconds`` and two batches; the model is handed back in NCHW)."""
     channels_last = layout == CHANNELS_LAST
     model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     try:
@@ -71,9 +73,9 @@ def query_layout(model: nn.Module, x: np.ndarray | torch.Tensor) -> str:
 
     def measure() -> tuple[str, dict[str, Any], float]:
         clock = start_clock()
-        speeds = {NCHW: _rows_per_second(model, xb, NCHW, SECONDS_PER_LAYOUT)}
+        speeds = {NCHW: rows_per_second(model, xb, NCHW, SECONDS_PER_LAYOUT)}
         try:
-            speeds[CHANNELS_LAST] = _rows_per_second(model, xb, CHANNELS_LAST, SECONDS_PER_LAYOUT)
+            speeds[CHANNELS_LAST] = rows_per_second(model, xb, CHANNELS_LAST, SECONDS_PER_LAYOUT)
         except RuntimeError:  # a layer that needs contiguous inputs (e.g. a user's .view())
             speeds[CHANNELS_LAST] = 0.0
         share = cpu_share(clock)
