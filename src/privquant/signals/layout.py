@@ -3,10 +3,10 @@
 Querying is a third of a large audit's wall time, and which layout is faster depends on the model:
 on a Zen 4 host channels_last queried a BatchNorm ResNet-20 1.15-1.8x faster, while its GroupNorm
 (DP-SGD) twin measured 0.80-1.17x across runs (docs/results/query_layout.md). Both stay fp32, so the
-logits the attacks read agree to 5e-6 (bf16 would move them by 1e-2 and is not a candidate). The choice is timed once per
-machine and model shape and cached beside ``precision: auto``'s, and the first timing stands, so
-every process of a run, and every rerun on this machine, queries a model the same way and reads
-the same numbers (delete the cache file to time again).
+logits the attacks read agree to 5e-6 (bf16 would move them by 1e-2 and is not a candidate). The
+choice is timed once per machine and model shape and cached beside ``precision: auto``'s, and the
+first timing stands, so every process of a run, and every rerun on this machine, queries a model
+the same way and reads the same numbers (delete the cache file to time again).
 """
 
 from __future__ import annotations
