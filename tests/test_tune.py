@@ -106,6 +106,15 @@ def test_points_that_share_teachers_train_them_once(tmp_path, monkeypatch) -> No
     assert len(calls) == 5 and calls.count(members) == 3, calls
     assert {p["step"]["temperature"] for p in summary["points"]} == {1.0, 3.0}
     assert all(p["validation_accuracy"] > 0.5 for p in summary["points"])
+    # Each point's recipe is priced from an empty cache: the first trained the teachers (nothing
+    # reused), the second reused them and is charged their recorded training time, not 0.
+    first, second = sorted(summary["points"], key=lambda p: p["step"]["temperature"])
+    assert first["recipe_seconds"] == first["seconds"]
+    reused = second["recipe_seconds"] - second["seconds"]
+    assert 0 < reused < first["seconds"]
+    assert second["recipe_cost_vs_plain"] == pytest.approx(
+        second["recipe_seconds"] / summary["plain"]["seconds"]
+    )
 
 
 def test_a_sweep_run_in_several_calls_is_summarized_as_one(tmp_path, capsys) -> None:  # noqa: ANN001
@@ -170,6 +179,12 @@ def test_a_tune_table_in_the_docs_is_generated_from_its_tune_json(tmp_path) -> N
     assert (
         '{"method": "dp_sgd", "momentum": 0, "batch_size": 512}' in text and "2,555 members" in text
     )
+    # Where every point recorded its cost from an empty cache, that is the time shown.
+    for p, recipe in zip(summary["sweep"], (900.0, 840.0), strict=True):
+        p["recipe_seconds"] = recipe
+    (tmp_path / "tune.json").write_text(json.dumps(summary))
+    rows = [line for line in render_file(doc, tmp_path)[1].splitlines() if line.startswith("| ")]
+    assert "training time from scratch" in rows[0] and "| 900 s (15.0x) |" in rows[2]
     (tmp_path / "tune.json").write_text("{}")
     with pytest.raises(Exception, match="not a privquant tune.json"):
         render_file(doc, tmp_path)

@@ -27,8 +27,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         varied = {k: row["step"][k] for k in summary["grid"]}
         info = row["defense_info"] or {}
         eps = f"  epsilon {info['epsilon']:.3g}" if "epsilon" in info else ""
+        cost = row["recipe_cost_vs_plain"]
+        recipe = "" if cost is None else f"; recipe from scratch {cost:.1f}x no defense"
         print(f"{accuracy(row)}  {json.dumps(varied)}{eps}  "
-              f"({row['seconds']:.0f} s, {row['seconds_vs_plain']:.1f}x no defense)")  # fmt: skip
+              f"({row['seconds']:.0f} s as run, {row['seconds_vs_plain']:.1f}x{recipe})")  # fmt: skip
     print(
         f"(validation accuracy on {summary['validation_rows']:,} reference rows, exact 95% interval)"
     )

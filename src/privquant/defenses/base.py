@@ -84,6 +84,10 @@ class DefenseContext:
     # What else determines a model trained here (dataset checksum, architecture, options):
     # handlers key cached intermediates on it; None (e.g. a user's own model) disables caching.
     identity: dict[str, Any] | None = None
+    # Training seconds of cached intermediates this model reused, as recorded when they were
+    # built (nan: an entry that did not record it): with the wall clock of the model's own
+    # training, what its recipe costs from an empty cache (``privquant tune`` reports it).
+    reused_seconds: float = 0.0
 
     def reference_order(self) -> np.ndarray:
         """Positions of the reference rows in one fixed shuffled order.

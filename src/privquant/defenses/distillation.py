@@ -14,6 +14,7 @@ outputs, so no hard member label re-enters at the quantization step either.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -150,26 +151,32 @@ def teacher_logits(
     held_out = ~train_rows
     x_ref = ctx.x_reference if ctx.x_reference is not None else ctx.x[:0]
 
-    def compute() -> tuple[np.ndarray, np.ndarray]:
+    def compute() -> tuple[np.ndarray, np.ndarray, float]:
+        start = time.perf_counter()
         teacher = ctx.train_fresh(ctx.x[train_rows], ctx.y[train_rows], recipe)
+        seconds = time.perf_counter() - start
         on_ref = predict_logits(teacher, x_ref) if len(x_ref) else np.zeros((0, ctx.num_classes))
-        return predict_logits(teacher, ctx.x[held_out]), on_ref
+        return predict_logits(teacher, ctx.x[held_out]), on_ref, seconds
 
     if ctx.cache is None or ctx.identity is None:  # as the cached path returns them, to the bit
-        held, ref = compute()
+        held, ref, _ = compute()
         return held.astype(np.float32).astype(np.float64), ref.astype(np.float32).astype(np.float64)
     key = ctx.cache.key(kind="split_teacher_logits", identity=ctx.identity, x=ctx.x, y=ctx.y,
                         train_rows=train_rows, train=recipe.model_dump(mode="json"),
                         reference=x_ref)  # fmt: skip
+    built = False
 
     def build(folder: Path) -> None:
-        on_held_out, on_ref = compute()
+        nonlocal built
+        on_held_out, on_ref, seconds = compute()
         with open(folder / "logits.npz", "wb") as f:
-            np.savez(
-                f, held_out=on_held_out.astype(np.float32), reference=on_ref.astype(np.float32)
-            )
+            np.savez(f, held_out=on_held_out.astype(np.float32),
+                     reference=on_ref.astype(np.float32), train_seconds=np.float64(seconds))  # fmt: skip
+        built = True
 
     with np.load(ctx.cache.get_or_create(key, build) / "logits.npz") as z:
+        if not built:  # reused: its training still belongs to this recipe's cost
+            ctx.reused_seconds += float(z["train_seconds"]) if "train_seconds" in z else np.nan
         return z["held_out"].astype(np.float64), z["reference"].astype(np.float64)
 
 

@@ -67,7 +67,9 @@ def tune_step(
     accuracy, each with its accuracy cost and training time relative to ``plain`` and the exact 95%
     interval of its accuracy (``validation_ci``); ``sweep`` ranks this call's points together with
     those earlier calls recorded in ``out`` for the same model, members, validation rows and code.
-    A point that reused sub-teachers an earlier point trained counts only its own training time."""
+    ``seconds`` is a point's wall clock as run (a point that reused sub-teachers an earlier point
+    trained counts only its own training); ``recipe_seconds`` adds the recorded training time of
+    what it reused: the recipe's cost from an empty cache (``recipe_cost_vs_plain``)."""
     from privquant.pipeline.run import _preflight, prepared_split
     from privquant.population import model_factory
     from privquant.population.jobs import context_for, intermediates_identity
@@ -115,8 +117,10 @@ def tune_step(
         model = train_model(train_step, ctx)
         seconds = time.perf_counter() - start
         pred = predict_logits(model, ds.x_train[validation]).argmax(1)
+        from_scratch = seconds + ctx.reused_seconds  # nan: a reused entry did not record its time
         row = {"step": step, "validation_accuracy": float((pred == ds.y_train[validation]).mean()),
-               "seconds": seconds, "defense_info": model_info(model).defense_info}  # fmt: skip
+               "seconds": seconds, "recipe_seconds": None if np.isnan(from_scratch) else from_scratch,
+               "defense_info": model_info(model).defense_info}  # fmt: skip
         atomic_write_json(path, row)
         return row
 
@@ -140,6 +144,8 @@ def tune_step(
     for row in [*rows, *earlier]:
         row["accuracy_cost_vs_plain"] = plain["validation_accuracy"] - row["validation_accuracy"]
         row["seconds_vs_plain"] = row["seconds"] / plain["seconds"]
+        recipe = row.get("recipe_seconds")  # absent from points recorded before it was
+        row["recipe_cost_vs_plain"] = None if recipe is None else recipe / plain["seconds"]
     rows.sort(key=lambda r: -r["validation_accuracy"])
     sweep = sorted([*rows, *earlier], key=lambda r: -r["validation_accuracy"])
     summary = {"config": config.name, "model_index": model_index, "members": int(len(job.members)),

@@ -525,11 +525,16 @@ def render_tune(spec: dict[str, Any], root: Path, where: str) -> list[str]:
         lo, hi = row.get("validation_ci") or accuracy_interval(a, n)
         return f"{100 * a:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
 
+    # A recipe's cost from an empty cache (reused sub-teachers counted) where every point
+    # recorded it; else each point's time as run (tune.json files from before it was recorded).
+    scratch = all(p.get("recipe_seconds") is not None for p in points)
     head = [
         "point",
         "validation accuracy [95% CI]",
         "vs no defense (points)",
-        "training time (vs no defense)",
+        "training time from scratch (vs no defense)"
+        if scratch
+        else "training time (vs no defense)",
     ]
     if dp:
         head += ["ε spent (δ)", "noise multiplier", "steps"]
@@ -541,8 +546,9 @@ def render_tune(spec: dict[str, Any], root: Path, where: str) -> list[str]:
     for p in points:
         info = p.get("defense_info") or {}
         cost = 100 * (p["validation_accuracy"] - plain["validation_accuracy"])
+        seconds = p["recipe_seconds"] if scratch else p["seconds"]
         cells = [_step_label(p["step"], fields) or p["step"]["method"], acc(p), f"{cost:+.1f}",
-                 f"{p['seconds']:,.0f} s ({p['seconds'] / plain['seconds']:.1f}x)"]  # fmt: skip
+                 f"{seconds:,.0f} s ({seconds / plain['seconds']:.1f}x)"]  # fmt: skip
         if dp:
             cells += ["–", "–", "–"] if "epsilon" not in info else [
                 f"{info['epsilon']:.3g} ({info['delta']:.1e})", f"{info['noise_multiplier']:.3g}",
