@@ -96,6 +96,33 @@ def test_clopper_pearson_matches_closed_forms() -> None:
     assert lo < 0.3 < hi and hi - lo < 0.2
 
 
+def test_a_paired_accuracy_difference_resolves_what_two_intervals_cannot() -> None:
+    from privquant.metrics.epsilon import accuracy_interval, paired_accuracy_difference_interval
+
+    # Two models on 1,000 rows, 75.0% and 73.0%: they agree on all but 30 rows, 25 of which a
+    # gets right. Their own intervals overlap; the paired one excludes 0.
+    rng = np.random.default_rng(0)
+    a = np.zeros(1000, bool)
+    a[:750] = True
+    b = a.copy()
+    b[:25] = False  # a right, b wrong
+    b[750:755] = True  # b right, a wrong
+    perm = rng.permutation(1000)
+    a, b = a[perm], b[perm]
+    assert accuracy_interval(a.mean(), 1000)[0] < accuracy_interval(b.mean(), 1000)[1]
+    lo, hi = paired_accuracy_difference_interval(a, b)
+    assert 0 < lo < a.mean() - b.mean() < hi < 0.04
+    # Antisymmetric, and degenerate only when the models never disagree.
+    assert paired_accuracy_difference_interval(b, a) == pytest.approx((-hi, -lo))
+    assert paired_accuracy_difference_interval(a, a) == (0.0, 0.0)
+    # Equal accuracy with many disagreements: the interval straddles 0.
+    c = np.resize([True, False], 1000)
+    lo, hi = paired_accuracy_difference_interval(c, ~c)
+    assert lo < 0 < hi
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_accuracy_difference_interval(a, b[:10])
+
+
 def test_epsilon_lower_bound_from_decisions() -> None:
     from privquant.metrics import epsilon_lower_bound
 

@@ -40,6 +40,11 @@ def test_a_sweep_ranks_points_on_reference_rows_and_resumes(tmp_path, monkeypatc
         assert p["accuracy_cost_vs_plain"] == pytest.approx(
             plain["validation_accuracy"] - p["validation_accuracy"]
         )
+        # The cost's interval is paired on the same 200 rows: it holds the cost.
+        lo, hi = p["accuracy_cost_ci"]
+        assert lo <= p["accuracy_cost_vs_plain"] <= hi
+    # 100 ruins the fit: its cost is resolved (the interval clears 0) by the pairing.
+    assert summary["points"][-1]["accuracy_cost_ci"][0] > 0.1
     assert summary["points"][-1]["accuracy_cost_vs_plain"] > 0.15
     assert summary["members"] == int(prepared_split(config)[1].members(0).size)
     assert json.loads((tmp_path / "tune.json").read_text())["points"] == summary["points"]
@@ -185,6 +190,12 @@ def test_a_tune_table_in_the_docs_is_generated_from_its_tune_json(tmp_path) -> N
     (tmp_path / "tune.json").write_text(json.dumps(summary))
     rows = [line for line in render_file(doc, tmp_path)[1].splitlines() if line.startswith("| ")]
     assert "training time from scratch" in rows[0] and "| 900 s (15.0x) |" in rows[2]
+    # ... and where every point kept its paired cost interval, it stands beside the cost.
+    for p, ci in zip(summary["sweep"], ([0.26, 0.32], [0.44, 0.50]), strict=True):
+        p["accuracy_cost_ci"] = ci
+    (tmp_path / "tune.json").write_text(json.dumps(summary))
+    rows = [line for line in render_file(doc, tmp_path)[1].splitlines() if line.startswith("| ")]
+    assert "paired 95% CI" in rows[0] and "| -29.0 [-32.0, -26.0] |" in rows[2]
     (tmp_path / "tune.json").write_text("{}")
     with pytest.raises(Exception, match="not a privquant tune.json"):
         render_file(doc, tmp_path)

@@ -26,10 +26,13 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     for row in summary["points"]:
         varied = {k: row["step"][k] for k in summary["grid"]}
         info = row["defense_info"] or {}
-        eps = f"  epsilon {info['epsilon']:.3g}" if "epsilon" in info else ""
+        notes = f"  epsilon {info['epsilon']:.3g}" if "epsilon" in info else ""
+        if row["accuracy_cost_ci"] is not None:
+            lo, hi = row["accuracy_cost_ci"]
+            notes += f"  cost {row['accuracy_cost_vs_plain']:+.4f} [{lo:+.3f}, {hi:+.3f}] paired"
         cost = row["recipe_cost_vs_plain"]
         recipe = "" if cost is None else f"; recipe from scratch {cost:.1f}x no defense"
-        print(f"{accuracy(row)}  {json.dumps(varied)}{eps}  "
+        print(f"{accuracy(row)}  {json.dumps(varied)}{notes}  "
               f"({row['seconds']:.0f} s as run, {row['seconds_vs_plain']:.1f}x{recipe})")  # fmt: skip
     print(
         f"(validation accuracy on {summary['validation_rows']:,} reference rows, exact 95% interval)"

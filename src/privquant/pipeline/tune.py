@@ -26,7 +26,7 @@ from privquant.artifacts.cache import code_version, content_hash
 from privquant.defenses import VariantConfig, train_model
 from privquant.defenses.base import reference_order
 from privquant.errors import ConfigError
-from privquant.metrics.epsilon import accuracy_interval
+from privquant.metrics.epsilon import accuracy_interval, paired_accuracy_difference_interval
 from privquant.models.info import model_info
 from privquant.models.registry import model_code
 from privquant.pipeline.config import AuditConfig, format_errors
@@ -64,8 +64,9 @@ def tune_step(
     """Train ``step`` at every grid point on model ``model_index``'s members; score each on
     ``validation_rows`` reference rows, beside the same model trained without a defense
     (``plain``). Returns (and writes to ``out/tune.json``) the points ranked by validation
-    accuracy, each with its accuracy cost and training time relative to ``plain`` and the exact 95%
-    interval of its accuracy (``validation_ci``); ``sweep`` ranks this call's points together with
+    accuracy, each with its accuracy cost and training time relative to ``plain``, the exact 95%
+    interval of its accuracy (``validation_ci``) and of its cost, paired on the same rows
+    (``accuracy_cost_ci``); ``sweep`` ranks this call's points together with
     those earlier calls recorded in ``out`` for the same model, members, validation rows and code.
     ``seconds`` is a point's wall clock as run (a point that reused sub-teachers an earlier point
     trained counts only its own training); ``recipe_seconds`` adds the recorded training time of
@@ -116,9 +117,10 @@ def tune_step(
         start = time.perf_counter()
         model = train_model(train_step, ctx)
         seconds = time.perf_counter() - start
-        pred = predict_logits(model, ds.x_train[validation]).argmax(1)
+        correct = predict_logits(model, ds.x_train[validation]).argmax(1) == ds.y_train[validation]
         from_scratch = seconds + ctx.reused_seconds  # nan: a reused entry did not record its time
-        row = {"step": step, "validation_accuracy": float((pred == ds.y_train[validation]).mean()),
+        row = {"step": step, "validation_accuracy": float(correct.mean()),
+               "validation_correct": np.packbits(correct).tobytes().hex(),
                "seconds": seconds, "recipe_seconds": None if np.isnan(from_scratch) else from_scratch,
                "defense_info": model_info(model).defense_info}  # fmt: skip
         atomic_write_json(path, row)
@@ -141,8 +143,17 @@ def tune_step(
             earlier.append(row)
     for row in [plain, *rows, *earlier]:
         row["validation_ci"] = list(accuracy_interval(row["validation_accuracy"], validation_rows))
+    plain_correct = _correct(plain, validation_rows)
     for row in [*rows, *earlier]:
         row["accuracy_cost_vs_plain"] = plain["validation_accuracy"] - row["validation_accuracy"]
+        # Paired on the same rows (absent from points recorded before rows were kept): a cost
+        # of 1-2 points is resolved here long before the two accuracy intervals separate.
+        own = _correct(row, validation_rows)
+        row["accuracy_cost_ci"] = (
+            None
+            if own is None or plain_correct is None
+            else list(paired_accuracy_difference_interval(plain_correct, own))
+        )
         row["seconds_vs_plain"] = row["seconds"] / plain["seconds"]
         recipe = row.get("recipe_seconds")  # absent from points recorded before it was
         row["recipe_cost_vs_plain"] = None if recipe is None else recipe / plain["seconds"]
@@ -153,6 +164,14 @@ def tune_step(
                "best": rows[0], "sweep": sweep}  # fmt: skip
     atomic_write_json(out / "tune.json", summary)
     return summary
+
+
+def _correct(row: dict[str, Any], rows: int) -> np.ndarray | None:
+    """Which validation rows a point's model got right, as recorded (packed bits)."""
+    bits = row.get("validation_correct")
+    if bits is None:
+        return None
+    return np.unpackbits(np.frombuffer(bytes.fromhex(bits), dtype=np.uint8))[:rows].astype(bool)
 
 
 def _read_point(path: Path) -> dict[str, Any]:

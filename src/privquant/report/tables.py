@@ -492,8 +492,8 @@ def _step_label(step: dict[str, Any], fields: list[str]) -> str:
 
 def render_tune(spec: dict[str, Any], root: Path, where: str) -> list[str]:
     """``privquant tune``'s tune.json: the undefended model, then every point of the sweep ranked by
-    validation accuracy with its exact interval, its cost against the undefended model and, for
-    DP-SGD, the privacy it spent. ``fields``: the step fields that name a point (default: those
+    validation accuracy with its exact interval, its cost against the undefended model (with its
+    interval paired on the same rows, where recorded) and, for DP-SGD, the privacy it spent. ``fields``: the step fields that name a point (default: those
     that differ between points)."""
     import json
 
@@ -528,10 +528,11 @@ def render_tune(spec: dict[str, Any], root: Path, where: str) -> list[str]:
     # A recipe's cost from an empty cache (reused sub-teachers counted) where every point
     # recorded it; else each point's time as run (tune.json files from before it was recorded).
     scratch = all(p.get("recipe_seconds") is not None for p in points)
+    paired = all(p.get("accuracy_cost_ci") is not None for p in points)
     head = [
         "point",
         "validation accuracy [95% CI]",
-        "vs no defense (points)",
+        "vs no defense (points) [paired 95% CI]" if paired else "vs no defense (points)",
         "training time from scratch (vs no defense)"
         if scratch
         else "training time (vs no defense)",
@@ -547,7 +548,11 @@ def render_tune(spec: dict[str, Any], root: Path, where: str) -> list[str]:
         info = p.get("defense_info") or {}
         cost = 100 * (p["validation_accuracy"] - plain["validation_accuracy"])
         seconds = p["recipe_seconds"] if scratch else p["seconds"]
-        cells = [_step_label(p["step"], fields) or p["step"]["method"], acc(p), f"{cost:+.1f}",
+        vs_plain = f"{cost:+.1f}"
+        if paired:  # the interval of plain - point, turned into point - plain
+            lo, hi = p["accuracy_cost_ci"]
+            vs_plain += f" [{-100 * hi:+.1f}, {-100 * lo:+.1f}]"
+        cells = [_step_label(p["step"], fields) or p["step"]["method"], acc(p), vs_plain,
                  f"{seconds:,.0f} s ({seconds / plain['seconds']:.1f}x)"]  # fmt: skip
         if dp:
             cells += ["–", "–", "–"] if "epsilon" not in info else [
