@@ -43,8 +43,11 @@ def test_a_sweep_ranks_points_on_reference_rows_and_resumes(tmp_path, monkeypatc
         # The cost's interval is paired on the same 200 rows: it holds the cost.
         lo, hi = p["accuracy_cost_ci"]
         assert lo <= p["accuracy_cost_vs_plain"] <= hi
-    # 100 ruins the fit: its cost is resolved (the interval clears 0) by the pairing.
+    # 100 ruins the fit: its cost is resolved (the interval clears 0) by the pairing, and so is
+    # its gap to the best point.
     assert summary["points"][-1]["accuracy_cost_ci"][0] > 0.1
+    assert summary["points"][-1]["behind_best_ci"][0] > 0.1
+    assert summary["points"][0]["behind_best_ci"] == [0.0, 0.0]
     assert summary["points"][-1]["accuracy_cost_vs_plain"] > 0.15
     assert summary["members"] == int(prepared_split(config)[1].members(0).size)
     assert json.loads((tmp_path / "tune.json").read_text())["points"] == summary["points"]
@@ -150,6 +153,9 @@ def test_a_sweep_run_in_several_calls_is_summarized_as_one(tmp_path, capsys) -> 
     out = capsys.readouterr().out
     lo, hi = second["sweep"][0]["validation_ci"]
     assert code == 0 and f"[{lo:.3f}, {hi:.3f}]" in out and "sweep (2 points recorded" in out
+    # ... each point's cost paired on the same rows, and whether the best beats the rest.
+    assert "paired" in out and 'best - {"method": "weight_decay", "value": 100.0}' in out
+    assert "] paired, resolved" in out
     # Another validation split is another identity: its points are not mixed into this sweep.
     other = tune_step(
         config, step, {"value": [1e-3]}, validation_rows=150, out=tmp_path, progress=False

@@ -42,6 +42,11 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         best = summary["sweep"][0]
         print(f"sweep ({len(summary['sweep'])} points recorded in {args.out}, earlier calls' too): best "
               f"{json.dumps(best['step'])} at {best['validation_accuracy']:.4f}")  # fmt: skip
+    for row in summary["sweep"][1:]:
+        if row["behind_best_ci"] is not None:
+            lo, hi = row["behind_best_ci"]
+            resolved = "resolved" if lo > 0 else "not resolved"
+            print(f"  best - {json.dumps(row['step'])}: [{lo:+.3f}, {hi:+.3f}] paired, {resolved}")
     return 0
 
 

@@ -66,7 +66,8 @@ def tune_step(
     (``plain``). Returns (and writes to ``out/tune.json``) the points ranked by validation
     accuracy, each with its accuracy cost and training time relative to ``plain``, the exact 95%
     interval of its accuracy (``validation_ci``) and of its cost, paired on the same rows
-    (``accuracy_cost_ci``); ``sweep`` ranks this call's points together with
+    (``accuracy_cost_ci``), and how far it trails the sweep's best (``behind_best_ci``, paired
+    too); ``sweep`` ranks this call's points together with
     those earlier calls recorded in ``out`` for the same model, members, validation rows and code.
     ``seconds`` is a point's wall clock as run (a point that reused sub-teachers an earlier point
     trained counts only its own training); ``recipe_seconds`` adds the recorded training time of
@@ -159,6 +160,15 @@ def tune_step(
         row["recipe_cost_vs_plain"] = None if recipe is None else recipe / plain["seconds"]
     rows.sort(key=lambda r: -r["validation_accuracy"])
     sweep = sorted([*rows, *earlier], key=lambda r: -r["validation_accuracy"])
+    # Is the sweep's best resolved over each other point? Paired on the same rows, as the costs.
+    leader = _correct(sweep[0], validation_rows)
+    for row in sweep:
+        own = _correct(row, validation_rows)
+        row["behind_best_ci"] = (
+            None
+            if own is None or leader is None
+            else list(paired_accuracy_difference_interval(leader, own))
+        )
     summary = {"config": config.name, "model_index": model_index, "members": int(len(job.members)),
                "validation_rows": int(validation_rows), "grid": grid, "plain": plain, "points": rows,
                "best": rows[0], "sweep": sweep}  # fmt: skip
