@@ -36,8 +36,9 @@ def paired_accuracy_difference_interval(
 
     Rows both get right or both get wrong say nothing about the difference; of the ``d`` rows
     where they disagree, ``k`` favour a. Conditional on ``d`` (exact McNemar), ``k`` is binomial
-    with p = P(a right | they disagree) and the difference is d/n (2p - 1): far narrower than two
-    separate accuracy intervals, which ignore that both models miss mostly the same hard rows.
+    with p = P(a right | they disagree) and the difference is d/n (2p - 1). Where the models
+    agree on most rows this is much narrower than two separate accuracy intervals, which ignore
+    that both miss mostly the same hard rows.
     """
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1 or not len(a):

@@ -67,8 +67,8 @@ def tune_step(
     accuracy, each with its accuracy cost and training time relative to ``plain``, the exact 95%
     interval of its accuracy (``validation_ci``) and of its cost, paired on the same rows
     (``accuracy_cost_ci``), and how far it trails the sweep's best (``behind_best_ci``, paired
-    too); ``sweep`` ranks this call's points together with
-    those earlier calls recorded in ``out`` for the same model, members, validation rows and code.
+    too); ``sweep`` ranks this call's points together with those earlier calls recorded in
+    ``out`` for the same model, members, validation rows and code.
     ``seconds`` is a point's wall clock as run (a point that reused sub-teachers an earlier point
     trained counts only its own training); ``recipe_seconds`` adds the recorded training time of
     what it reused: the recipe's cost from an empty cache (``recipe_cost_vs_plain``)."""
@@ -147,8 +147,9 @@ def tune_step(
     plain_correct = _correct(plain, validation_rows)
     for row in [*rows, *earlier]:
         row["accuracy_cost_vs_plain"] = plain["validation_accuracy"] - row["validation_accuracy"]
-        # Paired on the same rows (absent from points recorded before rows were kept): a cost
-        # of 1-2 points is resolved here long before the two accuracy intervals separate.
+        # Paired on the same rows (absent from points recorded before rows were kept): only
+        # the rows the two models disagree on count, so a cost can be resolved while the two
+        # accuracy intervals still overlap.
         own = _correct(row, validation_rows)
         row["accuracy_cost_ci"] = (
             None

@@ -493,8 +493,8 @@ def _step_label(step: dict[str, Any], fields: list[str]) -> str:
 def render_tune(spec: dict[str, Any], root: Path, where: str) -> list[str]:
     """``privquant tune``'s tune.json: the undefended model, then every point of the sweep ranked by
     validation accuracy with its exact interval, its cost against the undefended model (with its
-    interval paired on the same rows, where recorded) and, for DP-SGD, the privacy it spent. ``fields``: the step fields that name a point (default: those
-    that differ between points)."""
+    interval paired on the same rows, where recorded) and, for DP-SGD, the privacy it spent.
+    ``fields``: the step fields that name a point (default: those that differ between points)."""
     import json
 
     from privquant.metrics.epsilon import accuracy_interval
