@@ -144,32 +144,20 @@ def tune_step(
             earlier.append(row)
     for row in [plain, *rows, *earlier]:
         row["validation_ci"] = list(accuracy_interval(row["validation_accuracy"], validation_rows))
-    plain_correct = _correct(plain, validation_rows)
     for row in [*rows, *earlier]:
         row["accuracy_cost_vs_plain"] = plain["validation_accuracy"] - row["validation_accuracy"]
         # Paired on the same rows (absent from points recorded before rows were kept): only
         # the rows the two models disagree on count, so a cost can be resolved while the two
         # accuracy intervals still overlap.
-        own = _correct(row, validation_rows)
-        row["accuracy_cost_ci"] = (
-            None
-            if own is None or plain_correct is None
-            else list(paired_accuracy_difference_interval(plain_correct, own))
-        )
+        row["accuracy_cost_ci"] = _paired_gap(plain, row, validation_rows)
         row["seconds_vs_plain"] = row["seconds"] / plain["seconds"]
         recipe = row.get("recipe_seconds")  # absent from points recorded before it was
         row["recipe_cost_vs_plain"] = None if recipe is None else recipe / plain["seconds"]
     rows.sort(key=lambda r: -r["validation_accuracy"])
     sweep = sorted([*rows, *earlier], key=lambda r: -r["validation_accuracy"])
     # Is the sweep's best resolved over each other point? Paired on the same rows, as the costs.
-    leader = _correct(sweep[0], validation_rows)
     for row in sweep:
-        own = _correct(row, validation_rows)
-        row["behind_best_ci"] = (
-            None
-            if own is None or leader is None
-            else list(paired_accuracy_difference_interval(leader, own))
-        )
+        row["behind_best_ci"] = _paired_gap(sweep[0], row, validation_rows)
     summary = {"config": config.name, "model_index": model_index, "members": int(len(job.members)),
                "validation_rows": int(validation_rows), "grid": grid, "plain": plain, "points": rows,
                "best": rows[0], "sweep": sweep}  # fmt: skip
@@ -177,12 +165,15 @@ def tune_step(
     return summary
 
 
-def _correct(row: dict[str, Any], rows: int) -> np.ndarray | None:
-    """Which validation rows a point's model got right, as recorded (packed bits)."""
-    bits = row.get("validation_correct")
-    if bits is None:
+def _paired_gap(a: dict[str, Any], b: dict[str, Any], rows: int) -> list[float] | None:
+    """95% interval of accuracy(a) - accuracy(b) paired on the validation rows each recorded
+    getting right (packed bits); None where either point predates that record."""
+    bits = [row.get("validation_correct") for row in (a, b)]
+    if None in bits:
         return None
-    return np.unpackbits(np.frombuffer(bytes.fromhex(bits), dtype=np.uint8))[:rows].astype(bool)
+    correct = [np.unpackbits(np.frombuffer(bytes.fromhex(h), dtype=np.uint8))[:rows].astype(bool)
+               for h in bits]  # fmt: skip
+    return list(paired_accuracy_difference_interval(*correct))
 
 
 def _read_point(path: Path) -> dict[str, Any]:
