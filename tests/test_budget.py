@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -110,3 +111,17 @@ def test_a_real_interrupt_is_not_taken_for_the_budget(tmp_path: Path) -> None:
     ex = budget.BudgetExecutor(LocalExecutor(), seconds=60, watch=tmp_path, poll=0.02)
     with pytest.raises(KeyboardInterrupt):
         ex.map(job, [0], progress=False)
+
+
+def test_the_budget_stops_a_job_started_with_sigint_ignored(tmp_path: Path) -> None:
+    # `python -m privquant run ... &` from a script starts with SIGINT ignored; the watch must
+    # still stop the job after the step whose successor would not fit, then leave SIGINT ignored.
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ex = budget.BudgetExecutor(LocalExecutor(), seconds=3.6, watch=tmp_path, poll=0.02)
+        with pytest.raises(budget.BudgetReached, match="1 cached step of the next"):
+            ex.map(_job_of_steps(tmp_path, 1.0), [("m0", 2), ("m1", 2), ("m2", 2)], progress=False)
+        assert budget.cache_entries(tmp_path) == {"m0-step0", "m0-step1", "m1-step0"}
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

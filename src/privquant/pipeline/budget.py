@@ -129,6 +129,15 @@ class StepWatch:
                 return
 
     def __enter__(self) -> StepWatch:
+        # A job started in the background by a shell without job control (`cmd &` in a script,
+        # the usual way to run a long study) inherits SIGINT ignored, and Python then installs no
+        # KeyboardInterrupt handler: the watch's interrupt would be dropped and the step after the
+        # budget would run anyway (seen in session 29). Take SIGINT while watching, as Ctrl-C.
+        self._ignored_sigint = False
+        if threading.current_thread() is threading.main_thread():
+            self._ignored_sigint = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            if self._ignored_sigint:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
         self._thread.start()
         return self
 
@@ -139,6 +148,8 @@ class StepWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        if self._ignored_sigint:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _interrupt_main() -> None:
