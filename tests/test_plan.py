@@ -141,3 +141,42 @@ def test_dp_sgd_is_priced_from_its_own_steps_timed_here(
     assert plan_module.dp_gradients_per_second(model, x, y, 0.2, "expanded_weights") > 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_a_pinned_population_is_priced_at_its_own_precision_timed_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A study pinned to bf16 (its carried models trained there) resumed on an AVX2-only host:
+    # bf16 trained ResNet-20 at 25 img/s there against fp32's 254; pricing the pinned population
+    # at fp32's speed said 13 h for what would take days.
+    from privquant.training import precision as precision_module
+
+    speeds = {"fp32": 400.0, "bf16": 40.0}
+    timed = []
+
+    def fake_speed(model, x, y, candidate, seconds):  # noqa: ANN001, ANN202
+        timed.append(candidate.precision)
+        return speeds[candidate.precision]
+
+    monkeypatch.setattr(precision_module, "time_candidate", fake_speed)
+    config = load_config({**CONFIG, "train": {**CONFIG["train"], "precision": "fp32"}})
+    free = plan_run(config, tmp_path / "free")
+    assert "bf16" not in timed
+    bf16 = {"precision": "bf16", "channels_last": False}
+    pinned = plan_run(config, tmp_path / "pinned", pins={"fp32": bf16})
+    assert timed.count("bf16") == 1  # the pinned precision timed once, for all it prices
+    pops, free_pops = _by_name(pinned)[0], _by_name(free)[0]
+    assert pops["plain"].precision == "bf16" and pops["plain"].train_images_per_second == 40.0
+    assert pops["plain"].seconds == pytest.approx(10 * free_pops["plain"].seconds)
+    assert pops["split_distill"].seconds == pytest.approx(free_pops["split_distill"].seconds)
+    assert any("fp32: pinned to bf16, timed here at 40 img/s (10.0x" in n for n in pinned.notes)
+    assert "[trains in bf16: 40 img/s here]" in pinned.text()
+
+    # The pin covers the population's deployments too: qat4's QAT runs in bf16 at bf16's price.
+    def deploying(plan, name):  # noqa: ANN001, ANN202
+        v = _by_name(plan)[1][name]
+        return v.seconds - v.query_images / plan.infer_images_per_second
+
+    assert deploying(free, "qat4") > 0
+    assert deploying(pinned, "qat4") == pytest.approx(10 * deploying(free, "qat4"))
+    assert deploying(pinned, "sd") == pytest.approx(0, abs=1e-9)

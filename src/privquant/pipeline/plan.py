@@ -11,7 +11,10 @@ runs do it took 0.8-1.05x the time the step timing predicts (data augmentation, 
 DP-SGD is priced from its own steps timed here (per-example gradients in fp32 with GroupNorm, as
 dp_sgd trains), since its cost against plain training differs by host (8x where bf16 is fast,
 2-3x on a host where plain training is fp32 too); without Opacus, from one host's measurement
-(docs/results/dp_throughput.md). Attacks (minutes) are not priced.
+(docs/results/dp_throughput.md). A population pinned to another precision than the one chosen
+here (:mod:`privquant.pipeline.pins`) is priced from that precision's own steps timed here: bf16
+trained ResNet-20 about 10x slower than fp32 on an AVX2-only host, 2-3x faster on an AVX512-BF16
+one. Attacks (minutes) are not priced.
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ class PopulationPlan:
     teachers_cached: int = 0  # split_distill: sub-teachers of missing models already cached
     teacher_units: float = 0.0  # what one cached teacher saves
     seconds: float = 0.0
+    precision: str = ""  # what its missing models train in (a pin, or the run's choice here)
+    train_images_per_second: float = 0.0  # that precision's training speed here
     notes: list[str] = field(default_factory=list)
 
 
@@ -118,6 +123,8 @@ class RunPlan:
         ]
         for p in self.populations:
             extra = f" ({p.teachers_cached} sub-teachers cached)" if p.teachers_cached else ""
+            if p.precision != self.precision and p.train_images_per_second:
+                extra += f" [trains in {p.precision}: {p.train_images_per_second:,.0f} img/s here]"
             lines.append(
                 f"{p.train_step:<22} {p.models:>6} {p.cached:>6} {p.units_per_model:>9.2f}x "
                 f"{_duration(p.seconds):>9}  {', '.join(p.variants)}{extra}"
@@ -341,6 +348,15 @@ def plan_run(
     candidate = Candidate(train.precision, bool(train.channels_last) and is_image)
     clock = start_clock()
     train_speed = time_candidate(model, xb, yb, candidate, TRAIN_SECONDS)
+    speeds = {candidate: train_speed}
+
+    def speed_of(recipe: Any) -> tuple[Candidate, float]:
+        """A recipe's training candidate and its speed here (a pinned one timed on first use)."""
+        pinned = Candidate(recipe.precision, bool(recipe.channels_last) and is_image)
+        if pinned not in speeds:
+            speeds[pinned] = time_candidate(model, xb, yb, pinned, TRAIN_SECONDS)
+        return pinned, speeds[pinned]
+
     infer_speed = _inference_speed(model.eval(), ds.x_train[:512])
     # Another job on the cores makes every figure below read low: say so rather than plan on it.
     share = cpu_share(clock)
@@ -385,21 +401,25 @@ def plan_run(
             split, config.model.name, population_train(recipe, step), config.model.options, step
         )
         found = [cache.get(job_key(j, ds, cache)) for j in jobs]
-        if None in found and (recipe.precision, recipe.channels_last) != (
-            train.precision,
-            train.channels_last,
-        ):
-            notes.append(f"{variant.name}: pinned to {recipe.precision}; its models still to train "
-                         f"are priced at {train.precision}'s speed here")  # fmt: skip
+        trains_in = Candidate(recipe.precision, bool(recipe.channels_last) and is_image)
+        speed = speed_of(recipe)[1] if None in found else speeds.get(trains_in, 0.0)
+        if trains_in != candidate and None in found:
+            # A pin keeps the precision the carried models trained in; on a host without fast
+            # bf16 that precision can cost 10x what auto chose here: price it at its own speed.
+            notes.append(f"{variant.name}: pinned to {trains_in.name}, timed here at {speed:,.0f} img/s "
+                         f"({train_speed / speed:.1f}x the time of {candidate.name}); its models "
+                         "still to train are priced at that speed")  # fmt: skip
         teachers = 0
         if step is not None and step.method == "split_distill":
             teachers = sum(_cached_teachers(j, ds, cache) for j, f in zip(jobs, found, strict=True)
                            if f is None)  # fmt: skip
         missing = sum(f is None for f in found)
         seconds = (missing * units - teachers * teacher) * plain_seconds
+        seconds *= train_speed / speed if missing else 1.0
         populations[key] = PopulationPlan(
             "plain" if step is None else step.method, [variant.name], len(jobs),
-            len(jobs) - missing, round(units, 3), teachers, round(teacher, 3), seconds, step_notes,
+            len(jobs) - missing, round(units, 3), teachers, round(teacher, 3), seconds,
+            precision=trains_in.name, train_images_per_second=round(speed, 1), notes=step_notes,
         )  # fmt: skip
         checkpoints[key] = found
 
@@ -420,7 +440,9 @@ def plan_run(
                                 transforms=tuple(variant.transform_steps), reference=split.reference)  # fmt: skip
                 to_deploy += checkpoint is None or cache.get(deploy_key(job, cache)) is None
         images = _query_images(config, ds, split)
-        seconds = to_deploy * units * plain_seconds + images / infer_speed
+        deploy_speed = speed_of(pinned.train)[1] if to_deploy and units else train_speed
+        seconds = to_deploy * units * plain_seconds * train_speed / deploy_speed
+        seconds += images / infer_speed
         variants.append(VariantPlan(variant.name, False, to_deploy, round(units, 3), images,
                                     seconds, step_notes))  # fmt: skip
 
