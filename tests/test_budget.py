@@ -125,3 +125,29 @@ def test_the_budget_stops_a_job_started_with_sigint_ignored(tmp_path: Path) -> N
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_a_step_priced_over_the_budget_does_not_start(tmp_path: Path) -> None:
+    # Before anything is timed the budget had nothing to go on, so the first step always started:
+    # a bf16-pinned sub-teacher on a host without fast bf16 (~7 h) would run far past `--hours`.
+    ran: list[str] = []
+    ex = budget.BudgetExecutor(LocalExecutor(), seconds=60, watch=tmp_path, poll=0.02)
+    ex.expect(3 * 3600, 20 * 3600, "bf16+channels_last timed at 30 img/s")
+    with pytest.raises(budget.BudgetReached) as e:
+        ex.map(ran.append, ["m0", "m1"], progress=False)
+    assert ran == [] and (e.value.done, e.value.remaining) == (0, 2)
+    assert "the next step is estimated at 3.0 h here (bf16+channels_last timed at 30 img/s)" in (
+        str(e.value)
+    )
+
+
+@pytest.mark.parametrize("watched", [True, False])
+def test_a_timed_step_replaces_the_estimate(tmp_path: Path, watched: bool) -> None:
+    # Priced at 3.3 s a model (the price is a model: runs took 0.8-1.05x of it), each takes 0.5 s.
+    # The first starts (3.3 s fit in 3.6); after it the measured 0.5 s decides, so all four run
+    # (on the estimate alone the second would not have started: 3.1 s left < 3.3).
+    ex = budget.BudgetExecutor(LocalExecutor(), seconds=3.6, watch=tmp_path if watched else None,
+                               poll=0.02)  # fmt: skip
+    ex.expect(3.3, 3.3, "timed")
+    jobs = [(f"m{i}", 1) for i in range(4)]
+    assert ex.map(_job_of_steps(tmp_path, 0.5), jobs, progress=False) == ["m0", "m1", "m2", "m3"]

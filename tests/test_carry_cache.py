@@ -366,3 +366,23 @@ def test_a_finished_parts_auto_decision_travels_as_its_pin(tmp_path) -> None:  #
     assert carry._run_pins(tmp_path, ["fp32", "ls"]) == {"ls": fp32_pin}  # its pins, no results
     (tmp_path / "precision.json").unlink()
     assert carry._run_pins(tmp_path, ["fp32"]) == {}  # no audit finished: nothing to say
+
+
+def test_train_only_starts_no_model_priced_over_its_budget(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    # The first model is priced from training steps timed here (1 img/s: a bf16 pin where bf16 is
+    # emulated, scaled down) before anything runs: 30 s of budget do not start it.
+    import pytest
+
+    import privquant.population.jobs as jobs
+    from privquant.pipeline.budget import BudgetReached
+    from privquant.pipeline.run import train_only
+    from privquant.training import precision
+
+    trained: list[object] = []
+    monkeypatch.setattr(jobs, "train_model", lambda step, ctx: trained.append(step))
+    monkeypatch.setattr(precision, "time_candidate", lambda *a, **k: 1.0)
+    config = load_config({**CONFIG, "cache_dir": str(tmp_path / "cache")})
+    priced = r"the next step is estimated at [0-9.]+ (min|h) here \(fp32\S* timed at 1 img/s\)"
+    with pytest.raises(BudgetReached, match=priced):
+        train_only(config, tmp_path / "run", ["fp32"], progress=False, hours=30 / 3600)
+    assert trained == []

@@ -12,6 +12,11 @@ time unused, so with ``watch`` (the cache folder) the executor also counts finis
 entries: a model starts when the slowest *step* so far fits, and inside a model it stops right
 after a step lands if the slowest step would not fit in what is left. The next call finds the
 finished steps in the cache and goes on from there.
+
+Before any step has run, "the slowest step so far" is a price: ``train_only`` tells the budget
+(:meth:`BudgetExecutor.expect`) what a step and a model of each population should take, from
+training steps timed here in that population's precision. Without it the first step always
+started, however long: a bf16-pinned sub-teacher on a host without fast bf16 takes hours.
 """
 
 from __future__ import annotations
@@ -48,18 +53,27 @@ class BudgetReached(PrivquantError):
         left: float,
         steps_inside: int = 0,
         unit: str = "job",
+        estimate: str = "",
     ) -> None:
         inside = (
             f" and {steps_inside} cached step{'s' * (steps_inside != 1)} of the next"
             if steps_inside
             else ""
         )
+        why = (
+            f"the next {unit} is estimated at {_minutes(slowest)} here ({estimate})"
+            if estimate
+            else f"the slowest {unit} took {_minutes(slowest)}"
+        )
         super().__init__(
             f"time budget: stopped after {done} jobs in this call{inside}, {remaining} of this "
-            f"population not finished (the slowest {unit} took {slowest / 60:.0f} min, "
-            f"{max(left, 0) / 60:.0f} min were left); rerun to go on"
+            f"population not finished ({why}, {_minutes(max(left, 0))} were left); rerun to go on"
         )
         self.done, self.remaining, self.steps_inside = done, remaining, steps_inside
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def cache_entries(root: Path) -> set[str]:
@@ -189,6 +203,17 @@ class BudgetExecutor:
         self.watch = Path(watch) if watch is not None else None
         self.poll = poll
         self.report = report  # None: tqdm.write while the bar shows, silent without it
+        # What the next population's steps and models should take here before any has been timed
+        # (see expect); a measured step or round replaces them.
+        self.expected_step = self.expected_job = 0.0
+        self.expected_why = ""
+        self.landed = 0  # cache entries the last watched job landed
+
+    def expect(self, step: float, job: float, why: str) -> None:
+        """Estimates for the jobs of the next ``map``, priced from a timing here: without them
+        the first step would always start, and one that takes longer than the whole budget (a
+        bf16-pinned model on a host without fast bf16 ran 10x its price) would overrun it."""
+        self.expected_step, self.expected_job, self.expected_why = step, job, why
 
     def _watching(self) -> bool:
         # Steps are told apart by when entries land: that needs one job at a time, and the
@@ -212,10 +237,15 @@ class BudgetExecutor:
         with tqdm(total=len(jobs), desc=desc, unit="job", disable=not progress) as bar:
             for start in range(0, len(jobs), self.round_size):
                 left = self.deadline - time.monotonic()
-                need = self.slowest_step if watching else self.slowest
+                measured = self.slowest_step if watching else self.slowest
+                expected = self.expected_step if watching else self.expected_job
+                need = max(measured, expected)
                 if left <= 0 or need > left:
                     unit = "step" if watching else "job"
-                    raise BudgetReached(self.done, len(jobs) - start, need, left, unit=unit)
+                    why = self.expected_why if expected > measured else ""
+                    raise BudgetReached(
+                        self.done, len(jobs) - start, need, left, unit=unit, estimate=why
+                    )
                 began = time.monotonic()
                 chunk = jobs[start : start + self.round_size]
                 if watching:
@@ -223,7 +253,12 @@ class BudgetExecutor:
                     results += self._run_watched(fn, chunk, desc, shared, len(jobs) - start, report)
                 else:
                     results += self.inner.map(fn, chunk, desc=desc, progress=False, shared=shared)
-                self.slowest = max(self.slowest, time.monotonic() - began)
+                took = time.monotonic() - began
+                self.slowest = max(self.slowest, took)
+                # Once a step (or a round that trained, not one found cached) of this population
+                # has been timed, the timing replaces the estimate.
+                if self.landed if watching else took > 0.1 * self.expected_job:
+                    self.expected_step = self.expected_job = 0.0
                 self.done += len(chunk)
                 bar.update(len(chunk))
         return results
@@ -259,6 +294,7 @@ class BudgetExecutor:
                 self.done, remaining, step.slowest, left, step.steps, unit="step"
             ) from None
         step.check()  # the job's last entry often lands between two looks of the watch
+        self.landed = step.steps
         # A job that lands no entry of its own (found whole in the cache) says nothing of steps.
         if step.steps:
             self.slowest_step = max(step.slowest, time.monotonic() - step.last)

@@ -74,6 +74,8 @@ class PopulationPlan:
     seconds: float = 0.0
     precision: str = ""  # what its missing models train in (a pin, or the run's choice here)
     train_images_per_second: float = 0.0  # that precision's training speed here
+    model_seconds: float = 0.0  # one model of it here, from scratch
+    step_seconds: float = 0.0  # its longest step that lands in the cache alone (a sub-teacher...)
     notes: list[str] = field(default_factory=list)
 
 
@@ -414,12 +416,20 @@ def plan_run(
             teachers = sum(_cached_teachers(j, ds, cache) for j, f in zip(jobs, found, strict=True)
                            if f is None)  # fmt: skip
         missing = sum(f is None for f in found)
-        seconds = (missing * units - teachers * teacher) * plain_seconds
-        seconds *= train_speed / speed if missing else 1.0
+        unit_seconds = plain_seconds * (train_speed / speed if missing else 1.0)
+        seconds = (missing * units - teachers * teacher) * unit_seconds
+        # split_distill lands each sub-teacher, then the student; every other recipe, the model.
+        step_units = units
+        if teacher:
+            step_units = max(teacher, units - step.teachers * teacher)
         populations[key] = PopulationPlan(
             "plain" if step is None else step.method, [variant.name], len(jobs),
             len(jobs) - missing, round(units, 3), teachers, round(teacher, 3), seconds,
-            precision=trains_in.name, train_images_per_second=round(speed, 1), notes=step_notes,
+            precision=trains_in.name, train_images_per_second=round(speed, 1),
+            # (only where something is missing: only then is its precision timed here)
+            model_seconds=units * unit_seconds * bool(missing),
+            step_seconds=step_units * unit_seconds * bool(missing),
+            notes=step_notes,
         )  # fmt: skip
         checkpoints[key] = found
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -92,13 +92,17 @@ def _train_populations(
     progress: bool,
     only: Collection[str] | None = None,
     pins: dict[str, Pin] | None = None,
+    before: Callable[[VariantConfig], None] | None = None,
 ) -> dict[str, list[Path]]:
     """One population per distinct train stage, in the config's order; variants share them.
-    ``only``: the populations of these variants alone; ``pins``: precisions pinned per variant."""
+    ``only``: the populations of these variants alone; ``pins``: precisions pinned per variant;
+    ``before``: called with a population's first variant before it trains."""
     populations: dict[str, list[Path]] = {}
     for variant in config.variants:
         key = _population_key(variant)
         if key not in populations and (only is None or variant.name in only):
+            if before is not None:
+                before(variant)
             recipe = pinned_config(config, variant, pins or {}).train
             train = population_train(recipe, variant.train_step)
             populations[key] = train_population(ds, split, config.model.name, train, cache, config.model.options,
@@ -518,6 +522,22 @@ def run_audit(
     return results
 
 
+def _budget_estimates(
+    config: AuditConfig, ds: Dataset, run_dir: str | Path, pins: dict[str, Pin]
+) -> dict[str, tuple[float, float, str]]:
+    """Per variant, what one step and one model of its population should take here, and why
+    (``privquant plan``'s prices, from training steps timed now in the precision the population
+    trains in): a time budget told them starts none that cannot finish in time."""
+    from privquant.pipeline.plan import plan_run
+
+    plan = plan_run(config, run_dir, dataset=ds, pins=pins)
+    return {
+        name: (p.step_seconds, p.model_seconds,
+               f"{p.precision} timed at {p.train_images_per_second:,.0f} img/s")
+        for p in plan.populations for name in p.variants
+    }  # fmt: skip
+
+
 def train_only(
     config: AuditConfig,
     run_dir: str | Path,
@@ -532,8 +552,9 @@ def train_only(
     interrupted model is not kept), ``scripts/carry_cache.py`` carries them to the next, and a
     final ``run_audit`` finds them all. Writes nothing in ``run_dir`` but its default cache and
     its pins. ``hours``: train within this much time, judged per step that lands in the cache
-    (a defense's teacher, a model): no model starts unless the slowest step so far fits, and a
-    model stops right after a step once the next would not fit
+    (a defense's teacher, a model): no model starts unless the slowest step so far fits (before
+    one has run, its price from training steps timed here, as ``privquant plan`` prices it), and
+    a model stops right after a step once the next would not fit
     (:class:`privquant.pipeline.budget.BudgetReached` then says what is left; the finished steps
     are in the cache). ``pins``: as for
     :func:`run_audit`. Returns each variant's checkpoint folders.
@@ -547,22 +568,30 @@ def train_only(
             f"variants: {', '.join(unknown)} not in the config (it has {', '.join(names)})"
         )
     ds, split = prepared_split(config)
-    config = _preflight(config, ds)
+    user_config, config = config, _preflight(config, ds)
     pins = resolve_pins(config, run_dir, pins)
     if pins:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         save_pins(run_dir, pins)
     cache = ArtifactCache(config.cache_dir or Path(run_dir) / "cache")
+    # Priced before the budget's clock starts (the timings take seconds, on a slow host a minute).
+    estimates = None if hours is None else _budget_estimates(user_config, ds, run_dir, pins)
     executor, _ = _build_executor(config, ds)
-    if hours is not None:
+    before = None
+    if estimates is not None:
         from privquant.pipeline.budget import BudgetExecutor
 
-        executor = BudgetExecutor(
+        budget = BudgetExecutor(
             executor, hours * 3600, getattr(executor, "workers", 1), watch=cache.root
         )
+
+        def before(variant: VariantConfig) -> None:
+            budget.expect(*estimates[variant.name])
+
+        executor = budget
     try:
         populations = _train_populations(
-            config, ds, split, cache, executor, progress, only=variants, pins=pins
+            config, ds, split, cache, executor, progress, only=variants, pins=pins, before=before
         )
     finally:
         if hasattr(executor, "close"):
