@@ -5,7 +5,12 @@ layout, and ``precision: auto`` with what it chose and the timings it chose from
 ratio, whether auto is within 3% of the fastest explicit setting, the total images/s of 1 and
 of 2+ worker processes training at once, and the machine's measured bf16 and fp32 matmul peaks.
 
-    python benchmarks/train_throughput.py [--steps 30] [--batch-size 256]
+    python benchmarks/train_throughput.py [--steps 30] [--batch-size 256] [--max-fit-seconds 40]
+
+Each timed fit is capped at about ``--max-fit-seconds`` (fewer steps, at least 2, for a setting
+that slow; ``steps_timed`` says how many): on a host without bf16 kernels a bf16 ResNet-20 fit of
+10 steps took over a minute and the whole run passed 10 minutes without a line. Progress goes to
+stderr, one line per setting.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +45,14 @@ def _has_amx() -> bool:
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 4096, seconds: float = 2.0) -> float:
+    # Where the dtype has no kernels (bf16 on an AVX2-only host) one 4096 product takes minutes:
+    # size the matrices from a small product's rate so that one takes about half a second.
+    small = torch.randn(512, 512, dtype=dtype)
+    small @ small
+    start = time.perf_counter()
+    small @ small
+    rate = 2 * 512**3 / max(time.perf_counter() - start, 1e-9)
+    n = max(512, min(n, int((rate * 0.5 / 2) ** (1 / 3)) // 256 * 256))
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b  # warm-up (oneDNN kernel selection)
     reps, start = 0, time.perf_counter()
@@ -103,19 +117,28 @@ def plain_fp32_loop(
     return steps * bs / (time.perf_counter() - start)
 
 
+MAX_FIT_SECONDS = 40.0  # --max-fit-seconds
+
+
 def privquant_trainer(
     name: str, x: torch.Tensor, y: torch.Tensor, bs: int, steps: int, **settings: object
-) -> tuple[float, str, bool]:
+) -> tuple[float, str, bool, int]:
+    """(best img/s, precision, channels_last, steps timed per fit)."""
     cfg = TrainConfig(epochs=1, batch_size=bs, augment="none", **settings)  # the plain loop's work
     model = build_model(name, (3, 32, 32), 10)
-    Trainer(cfg).fit(model, x[: 3 * bs], y[: 3 * bs], progress=False)  # warm-up (and auto's choice)
+    # warm-up (and auto's choice); its 3 steps also say how many fit in the cap
+    warm = Trainer(cfg).fit(model, x[: 3 * bs], y[: 3 * bs], progress=False)
+    steps = max(2, min(steps, int(MAX_FIT_SECONDS / (warm.seconds / 3))))
     # Best of REPEATS: a shared host's noise between two timings of one setting reached 16%,
     # more than the 3% the auto choice is judged by.
     best = 0.0
     for _ in range(REPEATS):
         result = Trainer(cfg).fit(model, x[: steps * bs], y[: steps * bs], progress=False)
         best = max(best, steps * bs / result.seconds)
-    return best, result.precision, result.channels_last
+    setting = " ".join(f"{k}={v}" for k, v in settings.items()) or "auto"
+    print(f"{name} {setting}: {best:,.1f} img/s ({steps} steps a fit, best of {REPEATS})",
+          file=sys.stderr, flush=True)  # fmt: skip
+    return best, result.precision, result.channels_last, steps
 
 
 def worker_throughput(name: str, x: torch.Tensor, y: torch.Tensor, bs: int) -> dict[str, float]:
@@ -133,13 +156,16 @@ def worker_throughput(name: str, x: torch.Tensor, y: torch.Tensor, bs: int) -> d
 
 
 def main() -> None:
+    global MAX_FIT_SECONDS
     # auto measures now, on this run's machine, not from an earlier run's cache
     os.environ.setdefault(CACHE_ENV, str(Path(tempfile.mkdtemp()) / "precision.json"))
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--models", default="small_cnn,resnet20")
+    ap.add_argument("--max-fit-seconds", type=float, default=MAX_FIT_SECONDS)
     args = ap.parse_args()
+    MAX_FIT_SECONDS = args.max_fit_seconds
     torch.manual_seed(0)
     n = args.steps * args.batch_size
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (n, 3, 32, 32), dtype=np.uint8))
@@ -153,13 +179,16 @@ def main() -> None:
         plain = plain_fp32_loop(
             build_model(name, (3, 32, 32), 10), x, y, args.batch_size, args.steps
         )
-        explicit = {}
+        explicit, steps_timed = {}, {}
         for precision in ("bf16", "fp32"):
             for layout in (True, False):
-                speed, _, _ = privquant_trainer(name, x, y, args.batch_size, args.steps,
-                                                precision=precision, channels_last=layout)  # fmt: skip
-                explicit[precision + ("+channels_last" if layout else "")] = round(speed, 1)
-        ours, precision, layout = privquant_trainer(name, x, y, args.batch_size, args.steps)
+                speed, _, _, steps = privquant_trainer(name, x, y, args.batch_size, args.steps,
+                                                       precision=precision, channels_last=layout)  # fmt: skip
+                setting = precision + ("+channels_last" if layout else "")
+                explicit[setting], steps_timed[setting] = round(speed, 1), steps
+        ours, precision, layout, steps_timed["auto"] = privquant_trainer(
+            name, x, y, args.batch_size, args.steps
+        )
         best = max(explicit.values())
         # auto against the fastest explicit setting, alternated (a process's first timings ran
         # slower than later ones on this shared host): best of each over two rounds.
@@ -176,6 +205,7 @@ def main() -> None:
             "privquant_precision": precision,
             "privquant_channels_last": layout,
             "explicit_img_s": explicit,
+            "steps_timed": steps_timed,
             "auto_vs_fastest_explicit": round(ours / best, 3),
             "auto_within_3_percent": ours >= 0.97 * best,
             "workers_total_img_s": worker_throughput(name, x, y, args.batch_size),

@@ -560,6 +560,7 @@ def train_only(
     :func:`run_audit`. Returns each variant's checkpoint folders.
     """
     from privquant.errors import ConfigError
+    from privquant.training.device import resolve_device
 
     names = [v.name for v in config.variants]
     unknown = sorted(set(variants or ()) - set(names))
@@ -574,11 +575,15 @@ def train_only(
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         save_pins(run_dir, pins)
     cache = ArtifactCache(config.cache_dir or Path(run_dir) / "cache")
-    # Priced before the budget's clock starts (the timings take seconds, on a slow host a minute).
-    estimates = None if hours is None else _budget_estimates(user_config, ds, run_dir, pins)
+    # Priced before the budget's clock starts (the timings take seconds, on a slow host a minute),
+    # and only for a run on the CPU: plan times steps on the CPU, which would price a GPU's
+    # models at many times what they take there.
+    estimates: dict[str, tuple[float, float, str]] = {}
+    if hours is not None and resolve_device(config.train.device).type == "cpu":
+        estimates = _budget_estimates(user_config, ds, run_dir, pins)
     executor, _ = _build_executor(config, ds)
     before = None
-    if estimates is not None:
+    if hours is not None:
         from privquant.pipeline.budget import BudgetExecutor
 
         budget = BudgetExecutor(
@@ -586,7 +591,8 @@ def train_only(
         )
 
         def before(variant: VariantConfig) -> None:
-            budget.expect(*estimates[variant.name])
+            if variant.name in estimates:
+                budget.expect(*estimates[variant.name])
 
         executor = budget
     try:
