@@ -210,9 +210,9 @@ class BudgetExecutor:
         self.landed = 0  # cache entries the last watched job landed
 
     def expect(self, step: float, job: float, why: str) -> None:
-        """Estimates for the jobs of the next ``map``, priced from a timing here: without them
-        the first step would always start, and one that takes longer than the whole budget (a
-        bf16-pinned model on a host without fast bf16 ran 10x its price) would overrun it."""
+        """Seconds of one step and of one job of the next ``map``, priced from a timing here
+        (``why`` says which): without them the first step always started, even one longer than
+        the whole budget (a bf16-pinned sub-teacher on a host without fast bf16: ~3.8 h)."""
         self.expected_step, self.expected_job, self.expected_why = step, job, why
 
     def _watching(self) -> bool:
