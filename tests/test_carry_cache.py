@@ -386,3 +386,22 @@ def test_train_only_starts_no_model_priced_over_its_budget(tmp_path, monkeypatch
     with pytest.raises(BudgetReached, match=priced):
         train_only(config, tmp_path / "run", ["fp32"], progress=False, hours=30 / 3600)
     assert trained == []
+
+
+def test_a_bf16_pin_warns_where_this_cpu_has_no_fast_bf16(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    # Session 30's host (AVX2 only) trained bf16 ResNet-20 at 21-36 img/s against fp32's 319-342:
+    # a carried bf16 population's missing models would train 10x+ slower there, silently.
+    import privquant.training.device as device
+    from privquant.pipeline.pins import slow_pin_warnings
+    from privquant.pipeline.run import train_only
+
+    bf16 = {"precision": "bf16", "channels_last": True}
+    pins = {"fp32": bf16, "ls": {"precision": "fp32", "channels_last": True}}
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: True)
+    assert slow_pin_warnings(pins) == []
+    monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: False)
+    (warning,) = slow_pin_warnings(pins)
+    assert warning.startswith("fp32: pinned to bf16, which this CPU has no fast kernels for")
+    config = load_config({**CONFIG, "cache_dir": str(tmp_path / "cache")})
+    train_only(config, tmp_path / "run", ["ls"], progress=False, pins={"fp32": bf16})
+    assert "privquant: warning: fp32: pinned to bf16" in capsys.readouterr().err

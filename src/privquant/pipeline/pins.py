@@ -130,6 +130,23 @@ def expand_pins(variants: list[VariantConfig], pins: dict[str, Pin]) -> dict[str
     return out
 
 
+def slow_pin_warnings(pins: dict[str, Pin], device: str = "auto") -> list[str]:
+    """A warning per bf16 pin where this CPU has no fast bf16 kernels (no AVX512-BF16 or AMX):
+    whatever of that population is not in the cache would train 10-15x slower than in fp32
+    (ResNet-20 on an AVX2-only Zen 3: 21-36 vs 319-342 img/s, docs/results/train_throughput.md)."""
+    from privquant.training.device import cpu_has_fast_bf16, resolve_device
+
+    if resolve_device(device).type != "cpu" or cpu_has_fast_bf16():
+        return []
+    return [
+        f"{name}: pinned to bf16, which this CPU has no fast kernels for (no AVX512-BF16 or AMX): "
+        "any of its population's models not in the cache trains 10-15x slower than in fp32 here; "
+        "`privquant plan` prices it"
+        for name, pin in pins.items()
+        if pin["precision"] == "bf16"
+    ]
+
+
 def pinned_config(config: AuditConfig, variant: VariantConfig, pins: dict[str, Pin]) -> AuditConfig:
     """``config`` with the pinned precision of ``variant``'s population (as it is, unpinned)."""
     pin = expand_pins(list(config.variants), pins).get(variant.name)

@@ -33,7 +33,14 @@ from privquant.membership import MembershipSplit, choose_canaries, make_split, p
 from privquant.metrics import evaluate_scores
 from privquant.metrics.pooled import pooled_metrics
 from privquant.pipeline.config import AuditConfig
-from privquant.pipeline.pins import Pin, pinned_config, population_key, resolve_pins, save_pins
+from privquant.pipeline.pins import (
+    Pin,
+    pinned_config,
+    population_key,
+    resolve_pins,
+    save_pins,
+    slow_pin_warnings,
+)
 from privquant.population import DeployJob, Executor, QueryJob, query_one, train_population
 from privquant.results import (
     AttackResult,
@@ -507,6 +514,8 @@ def run_audit(
     ds, split = prepared_split(config, dataset)
     user_config, config = config, _preflight(config, ds)
     pins = resolve_pins(config, run_dir, pins)
+    for warning in slow_pin_warnings(pins, config.train.device):
+        print(f"privquant: warning: {warning}", file=sys.stderr)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         _start_run_folder(user_config, run_dir, split)
@@ -574,6 +583,8 @@ def train_only(
     if pins:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         save_pins(run_dir, pins)
+    for warning in slow_pin_warnings(pins, config.train.device):
+        print(f"privquant: warning: {warning}", file=sys.stderr)
     cache = ArtifactCache(config.cache_dir or Path(run_dir) / "cache")
     # Priced before the budget's clock starts (the timings take seconds, on a slow host a minute),
     # and only for a run on the CPU: plan times steps on the CPU, which would price a GPU's
