@@ -129,7 +129,7 @@ def test_the_budget_stops_a_job_started_with_sigint_ignored(tmp_path: Path) -> N
 
 def test_a_step_priced_over_the_budget_does_not_start(tmp_path: Path) -> None:
     # Before anything is timed the budget had nothing to go on, so the first step always started:
-    # a bf16-pinned sub-teacher on a host without fast bf16 (~7 h) would run far past `--hours`.
+    # a bf16-pinned sub-teacher on a host without fast bf16 (~3.8 h) would run far past `--hours`.
     ran: list[str] = []
     ex = budget.BudgetExecutor(LocalExecutor(), seconds=60, watch=tmp_path, poll=0.02)
     ex.expect(3 * 3600, 20 * 3600, "bf16+channels_last timed at 30 img/s")
