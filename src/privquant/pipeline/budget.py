@@ -207,7 +207,6 @@ class BudgetExecutor:
         # (see expect); a measured step or round replaces them.
         self.expected_step = self.expected_job = 0.0
         self.expected_why = ""
-        self.landed = 0  # cache entries the last watched job landed
 
     def expect(self, step: float, job: float, why: str) -> None:
         """Seconds of one step and of one job of the next ``map``, priced from a timing here
@@ -255,10 +254,8 @@ class BudgetExecutor:
                     results += self.inner.map(fn, chunk, desc=desc, progress=False, shared=shared)
                 took = time.monotonic() - began
                 self.slowest = max(self.slowest, took)
-                # Once a step (or a round that trained, not one found cached) of this population
-                # has been timed, the timing replaces the estimate.
-                if self.landed if watching else took > 0.1 * self.expected_job:
-                    self.expected_step = self.expected_job = 0.0
+                if not watching and took > 0.1 * self.expected_job:  # trained, not found cached
+                    self.expected_step = self.expected_job = 0.0  # timed: the estimate is done
                 self.done += len(chunk)
                 bar.update(len(chunk))
         return results
@@ -294,10 +291,10 @@ class BudgetExecutor:
                 self.done, remaining, step.slowest, left, step.steps, unit="step"
             ) from None
         step.check()  # the job's last entry often lands between two looks of the watch
-        self.landed = step.steps
         # A job that lands no entry of its own (found whole in the cache) says nothing of steps.
         if step.steps:
             self.slowest_step = max(step.slowest, time.monotonic() - step.last)
+            self.expected_step = self.expected_job = 0.0  # timed: the estimate is done
         return out
 
     def close(self) -> None:

@@ -347,17 +347,20 @@ def plan_run(
     x, y = _timing_sample(ds)
     xb, yb, _ = one_batch(x, y, train.batch_size)
     is_image = xb.dim() == 4
-    candidate = Candidate(train.precision, bool(train.channels_last) and is_image)
+
+    def candidate_of(recipe: Any) -> Candidate:
+        return Candidate(recipe.precision, bool(recipe.channels_last) and is_image)
+
+    candidate = candidate_of(train)
     clock = start_clock()
     train_speed = time_candidate(model, xb, yb, candidate, TRAIN_SECONDS)
     speeds = {candidate: train_speed}
 
-    def speed_of(recipe: Any) -> tuple[Candidate, float]:
-        """A recipe's training candidate and its speed here (a pinned one timed on first use)."""
-        pinned = Candidate(recipe.precision, bool(recipe.channels_last) and is_image)
-        if pinned not in speeds:
-            speeds[pinned] = time_candidate(model, xb, yb, pinned, TRAIN_SECONDS)
-        return pinned, speeds[pinned]
+    def speed_of(trains_in: Candidate) -> float:
+        """Training speed here in ``trains_in`` (a pinned precision timed on first use)."""
+        if trains_in not in speeds:
+            speeds[trains_in] = time_candidate(model, xb, yb, trains_in, TRAIN_SECONDS)
+        return speeds[trains_in]
 
     infer_speed = _inference_speed(model.eval(), ds.x_train[:512])
     # Another job on the cores makes every figure below read low: say so rather than plan on it.
@@ -403,8 +406,8 @@ def plan_run(
             split, config.model.name, population_train(recipe, step), config.model.options, step
         )
         found = [cache.get(job_key(j, ds, cache)) for j in jobs]
-        trains_in = Candidate(recipe.precision, bool(recipe.channels_last) and is_image)
-        speed = speed_of(recipe)[1] if None in found else speeds.get(trains_in, 0.0)
+        trains_in = candidate_of(recipe)
+        speed = speed_of(trains_in) if None in found else speeds.get(trains_in, 0.0)
         if trains_in != candidate and None in found:
             # A pin keeps the precision the carried models trained in; on a host without fast
             # bf16 that precision can cost 10x what auto chose here: price it at its own speed.
@@ -450,7 +453,7 @@ def plan_run(
                                 transforms=tuple(variant.transform_steps), reference=split.reference)  # fmt: skip
                 to_deploy += checkpoint is None or cache.get(deploy_key(job, cache)) is None
         images = _query_images(config, ds, split)
-        deploy_speed = speed_of(pinned.train)[1] if to_deploy and units else train_speed
+        deploy_speed = speed_of(candidate_of(pinned.train)) if to_deploy and units else train_speed
         seconds = to_deploy * units * plain_seconds * train_speed / deploy_speed
         seconds += images / infer_speed
         variants.append(VariantPlan(variant.name, False, to_deploy, round(units, 3), images,

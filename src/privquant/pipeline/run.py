@@ -514,8 +514,7 @@ def run_audit(
     ds, split = prepared_split(config, dataset)
     user_config, config = config, _preflight(config, ds)
     pins = resolve_pins(config, run_dir, pins)
-    for warning in slow_pin_warnings(pins, config.train.device):
-        print(f"privquant: warning: {warning}", file=sys.stderr)
+    _warn_slow_pins(pins, config.train.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         _start_run_folder(user_config, run_dir, split)
@@ -529,6 +528,11 @@ def run_audit(
             raise
         _drop_previous(run_dir)
     return results
+
+
+def _warn_slow_pins(pins: dict[str, Pin], device: str) -> None:
+    for warning in slow_pin_warnings(pins, device):
+        print(f"privquant: warning: {warning}", file=sys.stderr)
 
 
 def _budget_estimates(
@@ -583,8 +587,7 @@ def train_only(
     if pins:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         save_pins(run_dir, pins)
-    for warning in slow_pin_warnings(pins, config.train.device):
-        print(f"privquant: warning: {warning}", file=sys.stderr)
+    _warn_slow_pins(pins, config.train.device)
     cache = ArtifactCache(config.cache_dir or Path(run_dir) / "cache")
     # Priced before the budget's clock starts (the timings take seconds, on a slow host a minute),
     # and only for a run on the CPU: plan times steps on the CPU, which would price a GPU's
