@@ -19,9 +19,8 @@ def stub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # noqa: ANN201
     """Timings chosen by the test; counts the measurements; a private cache file."""
     monkeypatch.setenv(prec.CACHE_ENV, str(tmp_path / "precision.json"))
     monkeypatch.setattr(prec, "CHOICES", {})
-    monkeypatch.setattr(
-        prec, "default_candidate", lambda is_image: prec.Candidate("bf16", is_image)
-    )
+    # A CPU with bf16 kernels: bf16 is timed and is the flags' default.
+    monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: True)
     state = {"speeds": {}, "calls": 0}
 
     def fake(model, x, y, candidate, seconds):  # noqa: ANN001, ANN202
@@ -64,6 +63,27 @@ def test_a_near_tie_keeps_the_flag_default_so_reruns_agree(stub) -> None:
     model, x, y = _model_and_batch()
     choice = prec.choose_precision(TrainConfig(), model, x, y)
     assert (choice.precision, choice.channels_last) == ("bf16", True)
+
+
+def test_without_bf16_kernels_auto_never_times_or_picks_bf16(stub, monkeypatch) -> None:  # noqa: ANN001
+    # Session 31: on a Zen 3 host a tiny MLP's bf16 step timed within noise of fp32, one test's
+    # draw picked bf16, and its numbers no longer matched the same run in workers.
+    monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: False)
+    stub["speeds"] = {"bf16+channels_last": 5000.0, "bf16": 5000.0, "fp32+channels_last": 100.0,
+                      "fp32": 101.0}  # fmt: skip
+    model, x, y = _model_and_batch()
+    choice = prec.choose_precision(TrainConfig(), model, x, y)
+    assert (choice.precision, choice.source) == ("fp32", "measured") and stub["calls"] == 2
+    assert set(choice.images_per_second) == {"fp32+channels_last", "fp32"}
+    # A table has one candidate left: nothing is timed, and the choice is still recorded.
+    mlp = build_model("mlp", (6,), 3)
+    table = prec.choose_precision(TrainConfig(), mlp, torch.rand(8, 6), torch.arange(8) % 3, "mlp")
+    assert (table.precision, table.channels_last, table.source) == ("fp32", False, "only-candidate")
+    assert stub["calls"] == 2
+    assert [c["source"] for c in prec.recorded_choices()] == ["measured", "only-candidate"]
+    # An explicit bf16 is the user's to make: still honoured (its layout timed).
+    pinned = prec.choose_precision(TrainConfig(precision="bf16"), model, x, y)
+    assert pinned.precision == "bf16" and stub["calls"] == 4
 
 
 def test_explicit_settings_are_never_measured(stub) -> None:
