@@ -52,6 +52,20 @@ def test_the_heavy_commands_are_commands() -> None:
     assert set(sub.choices) >= HEAVY and {"compare", "merge", "attack"}.isdisjoint(HEAVY)
 
 
+def test_the_program_decides_how_to_start_before_loading_torch() -> None:
+    # A heavy command starts twice (the second time with malloc tuned): the first start must not
+    # pay for torch and the commands (4-6 s on a 2-core host), nor must `--version`.
+    probe = ("import sys, privquant.launch, privquant.malloc; "
+             "print(sorted(m for m in ('torch', 'numpy', 'scipy', 'privquant.cli') if m in sys.modules))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    version = subprocess.run([sys.executable, "-X", "importtime", "-m", "privquant", "--version"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in version.stderr.splitlines()}
+    assert version.stdout.strip() == "privquant 0.1.0" and "privquant" in loaded
+    assert "torch" not in loaded and "numpy" not in loaded
+
+
 TINY = {
     "name": "malloc",
     "data": {"name": "digits", "pool_size": 200, "reference_size": 50},

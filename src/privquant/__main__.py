@@ -1,5 +1,5 @@
 import sys
 
-from privquant.cli import main
+from privquant.launch import main
 
 sys.exit(main())

@@ -30,14 +30,11 @@ from privquant.cli import (
 )
 from privquant.cli.common import CONFIG_FLAGS, check_out
 from privquant.errors import PrivquantError
-from privquant.machine import tuned_malloc_environ
+from privquant.launch import HEAVY, reexec_with_tuned_malloc
 
 COMMANDS = (data, train, attack, signals, deploy, evaluate, run, plan, compare, merge, tune)
-# The commands that train or query models: they run with the tuned allocator (privquant.machine).
-# The others read and write results and are not worth a second interpreter start.
-HEAVY = {"train", "signals", "quantize", "defend", "eval", "run", "demo", "plan", "tune"}
 
-__all__ = ["CONFIG_FLAGS", "build_parser", "check_out", "main"]
+__all__ = ["CONFIG_FLAGS", "HEAVY", "build_parser", "check_out", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,27 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _reexec_with_tuned_malloc() -> None:
-    """Start this command again with glibc's malloc tuned, when it is a heavy one.
-
-    glibc reads its tunables once, when the process starts, so setting them here needs a new
-    process image: exec replaces this one (same pid, arguments and working directory). Only for
-    the program itself (``main()`` without argv), never for a caller's process."""
-    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-    if command not in HEAVY or not sys.executable:  # an embedded interpreter cannot be re-run
-        return
-    try:
-        env = tuned_malloc_environ(os.environ)
-    except PrivquantError as e:
-        print(f"privquant: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if env is not None:
-        os.execve(sys.executable, [sys.executable, "-m", "privquant", *sys.argv[1:]], env)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    if argv is None:
-        _reexec_with_tuned_malloc()
+    if argv is None:  # the program itself (``python -m privquant.cli``), not a caller's process
+        argv = sys.argv[1:]
+        reexec_with_tuned_malloc(list(argv))
     args = build_parser().parse_args(argv)
     try:
         check_out(args.command, getattr(args, "out", None))

@@ -2,6 +2,6 @@
 
 import sys
 
-from privquant.cli import main
+from privquant.launch import main
 
 sys.exit(main())
