@@ -65,7 +65,11 @@ def test_a_run_killed_at_a_random_point_resumes_to_the_same_results(seed: int, r
     run = tmp_path / "run"
     for _ in range(2):  # killed twice, at random moments of training, querying or attacking
         proc = _start(SMALL, run, tmp_path)
-        time.sleep(float(rng.uniform(1.0, 8.0)))
+        # From when the run opens its cache (its imports and checks take seconds: a kill timed
+        # from the start mostly landed in them), until past the end of the work.
+        while not (run / "cache").is_dir() and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(float(rng.uniform(0.0, 8.0)))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait(60)
