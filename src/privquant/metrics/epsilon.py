@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import beta
 
 
 def clopper_pearson(successes: float, trials: float, alpha: float) -> tuple[float, float]:
     """Exact two-sided (1 - alpha) interval for a binomial proportion."""
+    # Imported here: scipy.stats takes 1.4 s to import on a 2-core host, and a training worker
+    # (which imports this package through the defenses) computes no interval.
+    from scipy.stats import beta
+
     if trials <= 0:
         return 0.0, 1.0
     k = successes

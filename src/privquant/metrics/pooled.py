@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.stats import binom
 
 from privquant.metrics.decision import confusion_metrics
 from privquant.metrics.epsilon import clopper_pearson
@@ -48,6 +47,8 @@ def tpr_at_fpr_interval(
     # The point estimate: a threshold just above the (k+1)-th highest non-member admits at most
     # k = floor(level * n) non-members (fewer when they tie with it), as in the exact ROC.
     value = positives_above_negative(int(np.floor(level * n_neg + 1e-9))) / max(n_pos, 1)
+    from scipy.stats import binom  # here, not at import: see clopper_pearson
+
     k_lo = int(binom.ppf(alpha / 4, n_neg, level)) if n_neg else 0
     k_hi = int(binom.ppf(1 - alpha / 4, n_neg, level)) if n_neg else 0
     lo, _ = clopper_pearson(positives_above_negative(max(k_lo - 1, 0)), n_pos, alpha / 2)
