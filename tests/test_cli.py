@@ -192,7 +192,7 @@ def test_defend_with_audit_compares_fp32_qat_and_the_defense(
     from privquant.results import AuditResults
 
     ck = tmp_path / "ck"
-    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "40", "--optimizer", "adam", "--lr",
+    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "20", "--optimizer", "adam", "--lr",
                  "0.003", "--train-size", "500", "--out", str(ck)]) == 0  # fmt: skip
     capsys.readouterr()
     assert main(["defend", str(ck), "--bits", "4", "--train-size", "500", "--audit", "--audit-shadows", "4",
@@ -205,7 +205,9 @@ def test_defend_with_audit_compares_fp32_qat_and_the_defense(
     # The defense leaks less than FP32 and standard QAT under the strongest attack on FP32.
     attack = summary["audit"]["attack"]
     auc = {n: v.attacks[attack].mean["auc"] for n, v in res.variants.items()}
-    assert auc["defended"] < min(auc["fp32"], auc["qat4"]), auc  # measured 0.546 vs 0.571 / 0.578
+    # Measured on a Zen 3 host: 0.566 vs 0.621 / 0.627 (rmia_online; at 40 epochs 0.541 vs 0.572 /
+    # 0.578, lira): the shadows retrain the checkpoint's recipe, so its epochs set the test's time.
+    assert auc["defended"] < min(auc["fp32"], auc["qat4"]), auc
 
 
 def test_bad_cli_input_is_one_clear_line(
