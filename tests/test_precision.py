@@ -66,8 +66,8 @@ def test_a_near_tie_keeps_the_flag_default_so_reruns_agree(stub) -> None:
 
 
 def test_without_bf16_kernels_auto_never_times_or_picks_bf16(stub, monkeypatch) -> None:  # noqa: ANN001
-    # Session 31: on a Zen 3 host a tiny MLP's bf16 step timed within noise of fp32, one test's
-    # draw picked bf16, and its numbers no longer matched the same run in workers.
+    # Session 30: on a Zen 3 host one test's timing of a tiny MLP (most likely under other
+    # processes' load) picked bf16, and its numbers no longer matched the same run in workers.
     monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: False)
     stub["speeds"] = {"bf16+channels_last": 5000.0, "bf16": 5000.0, "fp32+channels_last": 100.0,
                       "fp32": 101.0}  # fmt: skip

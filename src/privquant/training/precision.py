@@ -203,8 +203,8 @@ def default_candidate(is_image: bool) -> Candidate:
 def candidates(config: TrainConfig, is_image: bool) -> list[Candidate]:
     """What ``auto`` times. bf16 only where the CPU has bf16 kernels (AVX512-BF16 or AMX):
     elsewhere autocast converts every operand, ResNet-20 trained 10-15x slower (Zen 3, session
-    30), and a tiny model's noisy timing could still pick it (session 31: an MLP on digits timed
-    bf16 within noise of fp32 and a run's numbers changed with that draw)."""
+    30), and a tiny model's timing still picked it once, most likely while other processes shared
+    the cores, and that run's numbers changed with it (docs/results/auto_precision_flake.md)."""
     auto_precisions = ["bf16", "fp32"] if cpu_has_fast_bf16() else ["fp32"]
     precisions = auto_precisions if config.precision == "auto" else [config.precision]
     if not is_image:
