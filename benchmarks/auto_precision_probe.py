@@ -33,14 +33,13 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_workers import SMALL  # the config both executor tests compare
-
     from privquant.data import load_dataset
     from privquant.machine import machine_info
     from privquant.models import build_model
     from privquant.pipeline import load_config, run_audit
     from privquant.training import precision as prec
     from privquant.training.trainer import to_model_input
+    from test_workers import SMALL  # the config both executor tests compare
 
     ds = load_dataset("digits")
     model = build_model("mlp", ds.x_train.shape[1:], 10, **SMALL["model"]["options"])
@@ -52,7 +51,9 @@ def main() -> None:
         for name in speeds:
             candidate = prec.Candidate(name, False)
             speeds[name].append(round(prec.time_candidate(model, xb, yb, candidate, 0.3), 1))
-    bf16_wins = sum(b > f * (1 + prec.MARGIN) for b, f in zip(speeds["bf16"], speeds["fp32"]))
+    bf16_wins = sum(
+        b > f * (1 + prec.MARGIN) for b, f in zip(speeds["bf16"], speeds["fp32"], strict=True)
+    )
 
     out = Path(args.out or tempfile.mkdtemp(prefix="auto_precision_probe_"))
     scores = {}
