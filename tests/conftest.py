@@ -155,6 +155,13 @@ def assert_reports_every_metric(metrics: dict) -> None:
         assert key in metrics and key in metrics["ci"], key
 
 
+# The recipe of the runs that compare executors (test_workers, test_scale_out). Pinned: `auto`
+# decides per thread count (1 thread for the in-process run, the parent's 2 for the pool), so a
+# timing draw could change the numbers (docs/results/auto_precision_flake.md).
+EXECUTOR_TRAIN = {"epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": 0.003,
+                  "precision": "fp32", "channels_last": False}  # fmt: skip
+
+
 def result_numbers(run: Path) -> dict:
     """A run's results.json without what legitimately differs between two runs of one config
     (timings, machine, the config's spelling, per-attack wall time)."""

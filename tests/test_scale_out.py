@@ -15,7 +15,7 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from conftest import result_numbers  # noqa: E402
+from conftest import EXECUTOR_TRAIN, result_numbers  # noqa: E402
 from privquant.artifacts import ArtifactCache  # noqa: E402
 from privquant.data import load_dataset  # noqa: E402
 from privquant.membership import make_split  # noqa: E402
@@ -28,16 +28,7 @@ SMALL = {
     "name": "scale-out",
     "data": {"name": "digits", "pool_size": 400, "reference_size": 100},
     "model": {"name": "mlp", "options": {"hidden": [64]}},
-    # Pinned: these runs compare executors, and `auto` decides per thread count (1 thread for
-    # the in-process run, the parent's 2 for the pool), so a timing draw could change the numbers.
-    "train": {
-        "epochs": 10,
-        "batch_size": 32,
-        "optimizer": "adam",
-        "lr": 0.003,
-        "precision": "fp32",
-        "channels_last": False,
-    },
+    "train": EXECUTOR_TRAIN,
     "population": {"n_models": 4, "queries": 1},
     "variants": [
         {"name": "fp32", "method": "none"},

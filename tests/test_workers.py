@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import result_numbers
+from conftest import EXECUTOR_TRAIN, result_numbers
 from privquant.artifacts import ArtifactCache
 from privquant.data import load_dataset
 from privquant.errors import ConfigError
@@ -23,16 +23,7 @@ SMALL = {
     "name": "workers",
     "data": {"name": "digits", "pool_size": 400, "reference_size": 100},
     "model": {"name": "mlp", "options": {"hidden": [64]}},
-    # Pinned: these runs compare executors, and `auto` decides per thread count (1 thread for
-    # the in-process run, the parent's 2 for the pool), so a timing draw could change the numbers.
-    "train": {
-        "epochs": 10,
-        "batch_size": 32,
-        "optimizer": "adam",
-        "lr": 0.003,
-        "precision": "fp32",
-        "channels_last": False,
-    },
+    "train": EXECUTOR_TRAIN,
     "population": {"n_models": 4, "queries": 1},
     "variants": [
         {"name": "fp32", "method": "none"},
