@@ -331,3 +331,16 @@ def test_statistics_computed_a_few_models_at_a_time_equal_the_whole(
             chunked["attacks"][a]["per_target"]["0"]["auc"]
             == whole["attacks"][a]["per_target"]["0"]["auc"]
         )
+
+
+def test_shokri_scores_do_not_depend_on_how_many_processes_share_the_fits() -> None:
+    """The per-class attack classifiers are fit in worker processes where cores allow; the scores
+    must be those of fitting them one after another in this process, to the last bit."""
+    from privquant.attacks.shokri import shokri_score
+
+    s = synthetic_signals(m=8, n=1200, c=5)
+    refs = np.arange(1, 8)
+    serial = shokri_score(s, 0, refs, jobs=1)
+    pooled = shokri_score(s, 0, refs, jobs=2)
+    np.testing.assert_array_equal(serial, pooled)
+    assert serial[s.keep[0]].mean() > serial[~s.keep[0]].mean() + 0.1  # a real attack, not constant

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 from pydantic import Field
-from sklearn.ensemble import HistGradientBoostingClassifier
-from threadpoolctl import threadpool_limits
 
+from privquant.attack_classifiers import fit_predict_all
 from privquant.attacks import statistics as sig
 from privquant.attacks.base import Attack, AttackParams, register
 from privquant.signals import Signals
@@ -30,20 +29,6 @@ def _log_probs(signals: Signals) -> np.ndarray:
     return signals.statistic("log_probs_q0_floored_f32", floored)
 
 
-def _fit_predict(
-    x_train: np.ndarray, y_train: np.ndarray, x_target: np.ndarray, seed: int
-) -> np.ndarray:
-    if y_train.all() or not y_train.any():  # shadows show only one outcome: no information
-        return np.full(len(x_target), 0.5)
-    clf = HistGradientBoostingClassifier(
-        max_iter=100, learning_rate=0.1, max_leaf_nodes=31, random_state=seed
-    )
-    # One thread: OpenMP spin-waiting makes small fits 4x slower when training runs alongside.
-    with threadpool_limits(1):
-        clf.fit(x_train, y_train)
-        return clf.predict_proba(x_target)[:, 1]
-
-
 def _sample_rows(
     n_models: int, idx: np.ndarray, max_rows: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -61,12 +46,14 @@ def shokri_score(
     top_k: int = 10,
     max_train_rows: int = 40_000,
     seed: int = 0,
+    jobs: int | None = None,
 ) -> np.ndarray:
     """Probability of "member" from attack classifiers trained on shadow outputs.
 
     ``per_class``: one classifier per true class on the full posterior vector (Shokri et al.).
     Otherwise one global classifier on the ``top_k`` sorted posteriors, the posterior of the
-    true label and the one-hot label.
+    true label and the one-hot label. ``jobs``: processes sharing the per-class fits (None: every
+    core; the scores are the same for any number).
     """
     lp = _log_probs(signals)
     keep = signals.keep[references]
@@ -74,14 +61,16 @@ def shokri_score(
     if per_class:
         out = np.empty(signals.n_points)
         classes = np.unique(signals.labels)
+        tasks, where = [], []
         for c in classes:
             idx = np.nonzero(signals.labels == c)[0]
             rows, cols = _sample_rows(
                 len(references), idx, max(1000, max_train_rows // len(classes)), rng
             )
-            out[idx] = _fit_predict(
-                lp[references[rows], cols], keep[rows, cols], lp[target, idx], seed
-            )
+            tasks.append((lp[references[rows], cols], keep[rows, cols], lp[target, idx], seed))
+            where.append(idx)
+        for idx, scores in zip(where, fit_predict_all(tasks, jobs), strict=True):
+            out[idx] = scores
         return out
     k = min(top_k, signals.n_classes)
     labels = signals.labels
@@ -96,7 +85,9 @@ def shokri_score(
         axis=-1,
     )
     rows, cols = _sample_rows(len(references), np.arange(signals.n_points), max_train_rows, rng)
-    return _fit_predict(feats[references[rows], cols], keep[rows, cols], feats[target], seed)
+    return fit_predict_all(
+        [(feats[references[rows], cols], keep[rows, cols], feats[target], seed)]
+    )[0]
 
 
 class ShokriParams(AttackParams):
