@@ -344,3 +344,14 @@ def test_shokri_scores_do_not_depend_on_how_many_processes_share_the_fits() -> N
     pooled = shokri_score(s, 0, refs, jobs=2)
     np.testing.assert_array_equal(serial, pooled)
     assert serial[s.keep[0]].mean() > serial[~s.keep[0]].mean() + 0.1  # a real attack, not constant
+
+
+def test_the_attack_classifiers_workers_do_not_load_torch() -> None:
+    """A worker process imports only the module of the function it runs: that module must stay
+    free of torch (3-6 s per worker on a 2-core host), so it is checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = "import sys, privquant.attack_classifiers; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
