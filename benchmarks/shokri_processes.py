@@ -17,9 +17,9 @@ import time
 import numpy as np
 
 from attack_speed import synthetic
-from privquant.attack_classifiers import available_cores
 from privquant.attacks.shokri import shokri_score
 from privquant.machine import machine_info
+from privquant.population.executor import available_cores
 
 
 def timed(signals, refs: np.ndarray, jobs: int | None) -> tuple[float, np.ndarray]:

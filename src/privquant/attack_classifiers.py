@@ -8,7 +8,6 @@ share the fits (tests/test_attacks.py checks it).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,13 +16,6 @@ import numpy as np
 FitTask = tuple[np.ndarray, np.ndarray, np.ndarray, int]
 # Below this many fits a pool costs more than it saves (process start-up and transfers).
 MIN_PARALLEL_FITS = 2
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def fit_predict(
@@ -49,7 +41,13 @@ def fit_predict_all(tasks: Sequence[FitTask], jobs: int | None = None) -> list[n
     """:func:`fit_predict` of every task, in order, over ``jobs`` processes (None: every core
     this process may use; 1: in this process). The fits are independent (one per true class in
     Shokri et al.'s attack) and each is Python-bound, so threads would serialize on the GIL."""
-    jobs = min(available_cores() if jobs is None else jobs, len(tasks))
+    if (
+        jobs is None
+    ):  # the parent process only (it has torch loaded already): workers never get here
+        from privquant.population.executor import available_cores
+
+        jobs = available_cores()
+    jobs = min(jobs, len(tasks))
     if jobs < 2 or len(tasks) < MIN_PARALLEL_FITS:
         return [fit_predict(*task) for task in tasks]
     from joblib import Parallel, delayed
