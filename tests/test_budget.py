@@ -151,3 +151,39 @@ def test_a_timed_step_replaces_the_estimate(tmp_path: Path, watched: bool) -> No
     ex.expect(3.3, 3.3, "timed")
     jobs = [(f"m{i}", 1) for i in range(4)]
     assert ex.map(_job_of_steps(tmp_path, 0.5), jobs, progress=False) == ["m0", "m1", "m2", "m3"]
+
+
+def test_without_a_budget_the_watch_only_tells_the_long_steps_as_they_land(tmp_path: Path) -> None:
+    """A model of many long steps (8 sub-teachers and a student: ~3 h on a 2-core host) would
+    otherwise show a bar that does not move for hours. Without a budget nothing is stopped and
+    SIGINT is left as it is; steps quicker than ``report_over`` are not told."""
+    import math
+
+    from privquant.population.executor import ProcessExecutor
+
+    def job(spec: tuple[str, list[float]]) -> str:
+        name, durations = spec
+        for i, seconds in enumerate(durations):
+            time.sleep(seconds)
+            _land(tmp_path, f"{name}-step{i}")
+        return name
+
+    told: list[str] = []
+    ex = budget.BudgetExecutor(LocalExecutor(), math.inf, watch=tmp_path, poll=0.02, report=told.append,
+                               report_over=0.35)  # fmt: skip
+    before = signal.getsignal(signal.SIGINT)
+    jobs = [("m0", [0.7, 0.1, 0.7]), ("m1", [0.1, 0.7])]  # quick steps: 5 looks of the watch
+    assert ex.map(job, jobs, desc="models (split_distill)", progress=False) == ["m0", "m1"]
+    assert signal.getsignal(signal.SIGINT) is before
+    assert len(budget.cache_entries(tmp_path)) == 5
+    long_steps = [m for m in told if m.startswith("models (split_distill), ")]
+    assert [m.split(": ")[1].split(" cached")[0] for m in long_steps] == [
+        "step 1", "step 3", "step 2"
+    ], told  # fmt: skip
+    assert long_steps[0].startswith("models (split_distill), 1 of 2: step 1 cached after 0.0 min")
+    assert long_steps[2].startswith("models (split_distill), 2 of 2: ")
+
+    # Only an in-process executor of one job at a time can tell its steps apart.
+    assert isinstance(budget.step_progress(LocalExecutor(), tmp_path), budget.BudgetExecutor)
+    pool = ProcessExecutor(2, 1)
+    assert budget.step_progress(pool, tmp_path) is pool

@@ -13,6 +13,10 @@ entries: a model starts when the slowest *step* so far fits, and inside a model 
 after a step lands if the slowest step would not fit in what is left. The next call finds the
 finished steps in the cache and goes on from there.
 
+Without a budget (``seconds=inf``, :func:`step_progress`) the same watch only shows progress: a
+model of many long steps (8 sub-teachers and a student, ~3 h on a 2-core host) otherwise shows a
+bar that does not move for hours; each step over a minute is told as it lands.
+
 Before any step has run, "the slowest step so far" is a price: ``train_only`` tells the budget
 (:meth:`BudgetExecutor.expect`) what a step and a model of each population should take, from
 training steps timed here in that population's precision. Without it the first step always
@@ -22,6 +26,7 @@ started, however long: a bf16-pinned sub-teacher on a host without fast bf16 tak
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -101,9 +106,14 @@ class StepWatch:
         slowest: float,
         poll: float = 5.0,
         report: Callable[[str], None] | None = None,
+        label: str = "",
+        report_over: float = 0.0,
     ) -> None:
         self.root, self.deadline, self.slowest, self.poll = root, deadline, slowest, poll
         self.report = report  # told of each step as it lands: a model of many steps shows progress
+        self.label = label  # which model of the call, for the report
+        self.report_over = report_over  # quicker steps are not told (their bar moves fast enough)
+        self.budgeted = math.isfinite(deadline)  # else progress only: it never interrupts
         self.seen = cache_entries(root)
         self.last = time.monotonic()
         self.steps = 0  # entries that landed during this job
@@ -124,7 +134,9 @@ class StepWatch:
         self.slowest = max(self.slowest, took)
         self.last, self.steps = now, self.steps + 1
         stop = self.deadline - now < self.slowest
-        if self.report is not None:
+        if self.report is not None and not self.budgeted and took >= self.report_over:
+            self.report(f"{self.label}step {self.steps} cached after {took / 60:.1f} min")
+        elif self.report is not None and self.budgeted:
             self.report(
                 f"budget: step {self.steps} of this model cached after {took / 60:.1f} min; "
                 f"{max(self.deadline - now, 0) / 60:.0f} min left, the slowest step took "
@@ -148,7 +160,7 @@ class StepWatch:
         # KeyboardInterrupt handler: the watch's interrupt would be dropped and the step after the
         # budget would run anyway (seen in session 29). Take SIGINT while watching, as Ctrl-C.
         self._ignored_sigint = False
-        if threading.current_thread() is threading.main_thread():
+        if self.budgeted and threading.current_thread() is threading.main_thread():
             self._ignored_sigint = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
             if self._ignored_sigint:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -192,8 +204,9 @@ class BudgetExecutor:
         watch: str | os.PathLike[str] | None = None,
         poll: float = 5.0,
         report: Callable[[str], None] | None = None,
+        report_over: float = 0.0,
     ) -> None:
-        if seconds <= 0:
+        if not seconds > 0:  # inf: no budget, the watch only shows progress (step_progress)
             raise PrivquantError(f"time budget: {seconds:g} s; expected a positive time")
         self.inner, self.round_size = inner, max(1, round_size)
         self.deadline = time.monotonic() + seconds
@@ -203,6 +216,7 @@ class BudgetExecutor:
         self.watch = Path(watch) if watch is not None else None
         self.poll = poll
         self.report = report  # None: tqdm.write while the bar shows, silent without it
+        self.report_over = report_over  # steps quicker than this are not told
         # What the next population's steps and models should take here before any has been timed
         # (see expect); a measured step or round replaces them.
         self.expected_step = self.expected_job = 0.0
@@ -249,7 +263,9 @@ class BudgetExecutor:
                 chunk = jobs[start : start + self.round_size]
                 if watching:
                     report = self.report or (tqdm.write if progress else None)
-                    results += self._run_watched(fn, chunk, desc, shared, len(jobs) - start, report)
+                    label = f"{desc or 'jobs'}, {start + 1} of {len(jobs)}: "
+                    results += self._run_watched(fn, chunk, desc, shared, len(jobs) - start, report,
+                                                 label)  # fmt: skip
                 else:
                     results += self.inner.map(fn, chunk, desc=desc, progress=False, shared=shared)
                 took = time.monotonic() - began
@@ -268,9 +284,11 @@ class BudgetExecutor:
         shared: dict[str, Any] | None,
         remaining: int,
         report: Callable[[str], None] | None,
+        label: str = "",
     ) -> list[R]:
         assert self.watch is not None
-        step = StepWatch(self.watch, self.deadline, self.slowest_step, self.poll, report)
+        step = StepWatch(self.watch, self.deadline, self.slowest_step, self.poll, report, label,
+                         self.report_over)  # fmt: skip
         try:
             with step:
                 out = self.inner.map(fn, chunk, desc=desc, progress=False, shared=shared)
@@ -300,3 +318,21 @@ class BudgetExecutor:
     def close(self) -> None:
         if hasattr(self.inner, "close"):
             self.inner.close()
+
+
+# Steps quicker than this need no line of their own: the bar moves often enough.
+PROGRESS_REPORT_OVER = 60.0
+
+
+def step_progress(inner: Executor, watch: str | os.PathLike[str]) -> Executor:
+    """``inner`` with each step of its jobs that lands in the cache ``watch`` told as it lands
+    (steps over a minute), without a budget. Only an in-process executor of one job at a time
+    can tell its steps apart; any other is returned as it is (a pool schedules its jobs freely)."""
+    from privquant.population import LocalExecutor
+
+    if (
+        type(inner) is not LocalExecutor
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return inner
+    return BudgetExecutor(inner, math.inf, watch=watch, report_over=PROGRESS_REPORT_OVER)

@@ -32,6 +32,7 @@ from privquant.machine import machine_info
 from privquant.membership import MembershipSplit, choose_canaries, make_split, plant_in_dataset
 from privquant.metrics import evaluate_scores
 from privquant.metrics.pooled import pooled_metrics
+from privquant.pipeline.budget import step_progress
 from privquant.pipeline.config import AuditConfig
 from privquant.pipeline.pins import (
     Pin,
@@ -609,6 +610,8 @@ def train_only(
                 budget.expect(*estimates[variant.name])
 
         executor = budget
+    elif progress:
+        executor = step_progress(executor, cache.root)
     try:
         populations = _train_populations(
             config, ds, split, cache, executor, progress, only=variants, pins=pins, before=before
@@ -666,7 +669,8 @@ def _run_stages(user_config: AuditConfig, config: AuditConfig, ds: Dataset, spli
 
     start = time.perf_counter()
     executor, workers = _build_executor(config, ds)
-    populations = _train_populations(config, ds, split, cache, executor, progress, pins=pins)
+    trainer = step_progress(executor, cache.root) if progress else executor
+    populations = _train_populations(config, ds, split, cache, trainer, progress, pins=pins)
     timings["train_models"] = time.perf_counter() - start
 
     variants: dict[str, VariantResult] = {}
