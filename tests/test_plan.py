@@ -12,7 +12,7 @@ import yaml
 from privquant.artifacts import ArtifactCache
 from privquant.cli import main
 from privquant.pipeline import load_config, run_audit
-from privquant.pipeline.plan import plan_run
+from privquant.pipeline.plan import _duration, plan_run
 from privquant.pipeline.run import _preflight, prepared_split
 from privquant.population import population_jobs
 from privquant.population.jobs import job_key
@@ -59,6 +59,12 @@ def test_plan_finds_what_a_run_left_and_prices_only_the_rest(tmp_path: Path) -> 
     split = prepared_split(config)[1]
     assert variants["fp32"].query_images == 3 * len(split.pool) * 2 + len(split.test)
     assert before.total_seconds > 0 and before.train_images_per_second > 0
+    # A defended model lands teacher by teacher, then its student (1 of its 2 units here):
+    # the longest of them is what a session's --hours must leave room for.
+    sd = pops["split_distill"]
+    assert sd.step_seconds == pytest.approx(sd.model_seconds / 2, rel=1e-6)
+    assert f"[lands in steps of up to {_duration(sd.step_seconds)}]" in before.text()
+    assert "[lands in steps" not in before.text().split("split_distill")[0]  # plain: one step
 
     run_audit(config, run, progress=False)
     after = plan_run(config, run)

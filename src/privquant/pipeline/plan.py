@@ -127,6 +127,8 @@ class RunPlan:
             extra = f" ({p.teachers_cached} sub-teachers cached)" if p.teachers_cached else ""
             if p.precision != self.precision and p.train_images_per_second:
                 extra += f" [trains in {p.precision}: {p.train_images_per_second:,.0f} img/s here]"
+            if 0 < p.step_seconds < p.model_seconds:  # what a session's --hours must leave room for
+                extra += f" [lands in steps of up to {_duration(p.step_seconds)}]"
             lines.append(
                 f"{p.train_step:<22} {p.models:>6} {p.cached:>6} {p.units_per_model:>9.2f}x "
                 f"{_duration(p.seconds):>9}  {', '.join(p.variants)}{extra}"
