@@ -14,8 +14,6 @@ import numpy as np
 
 # One fit per task: (features of shadow rows, their membership, features of the target's rows, seed).
 FitTask = tuple[np.ndarray, np.ndarray, np.ndarray, int]
-# Below this many fits a pool costs more than it saves (process start-up and transfers).
-MIN_PARALLEL_FITS = 2
 
 
 def fit_predict(
@@ -41,14 +39,13 @@ def fit_predict_all(tasks: Sequence[FitTask], jobs: int | None = None) -> list[n
     """:func:`fit_predict` of every task, in order, over ``jobs`` processes (None: every core
     this process may use; 1: in this process). The fits are independent (one per true class in
     Shokri et al.'s attack) and each is Python-bound, so threads would serialize on the GIL."""
-    if (
-        jobs is None
-    ):  # the parent process only (it has torch loaded already): workers never get here
+    if jobs is None:
+        # Only the parent gets here (it has torch loaded already), never a worker.
         from privquant.population.executor import available_cores
 
         jobs = available_cores()
     jobs = min(jobs, len(tasks))
-    if jobs < 2 or len(tasks) < MIN_PARALLEL_FITS:
+    if jobs < 2:  # one fit, or one core: a pool would only add its start-up
         return [fit_predict(*task) for task in tasks]
     from joblib import Parallel, delayed
 

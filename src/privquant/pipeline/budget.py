@@ -134,9 +134,12 @@ class StepWatch:
         self.slowest = max(self.slowest, took)
         self.last, self.steps = now, self.steps + 1
         stop = self.deadline - now < self.slowest
-        if self.report is not None and not self.budgeted and took >= self.report_over:
-            self.report(f"{self.label}step {self.steps} cached after {took / 60:.1f} min")
-        elif self.report is not None and self.budgeted:
+        if self.report is None:
+            return stop
+        if not self.budgeted:  # progress only
+            if took >= self.report_over:
+                self.report(f"{self.label}step {self.steps} cached after {took / 60:.1f} min")
+        else:
             self.report(
                 f"budget: step {self.steps} of this model cached after {took / 60:.1f} min; "
                 f"{max(self.deadline - now, 0) / 60:.0f} min left, the slowest step took "
@@ -330,9 +333,6 @@ def step_progress(inner: Executor, watch: str | os.PathLike[str]) -> Executor:
     can tell its steps apart; any other is returned as it is (a pool schedules its jobs freely)."""
     from privquant.population import LocalExecutor
 
-    if (
-        type(inner) is not LocalExecutor
-        or threading.current_thread() is not threading.main_thread()
-    ):
+    if type(inner) is not LocalExecutor:
         return inner
     return BudgetExecutor(inner, math.inf, watch=watch, report_over=PROGRESS_REPORT_OVER)
