@@ -3,6 +3,8 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -231,6 +233,23 @@ def test_npz_images_and_errors(tmp_path: Path) -> None:
 def test_digits_is_deterministic() -> None:
     a, b = load_dataset("digits"), load_dataset("digits")
     assert a.checksum == b.checksum and a.x_train.shape[1:] == (1, 8, 8) and a.x_train.max() == 255
+
+
+def test_digits_read_directly_equal_sklearns_loader_and_need_no_sklearn_import() -> None:
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    ds, ref = load_dataset("digits"), sklearn_digits()
+    images = np.round(ref.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    perm = np.random.default_rng(0).permutation(len(ref.target))  # the seeded split, default seed
+    train, test = np.sort(perm[len(ds.y_test) :]), np.sort(perm[: len(ds.y_test)])
+    assert np.array_equal(ds.x_train, images[train]) and np.array_equal(ds.x_test, images[test])
+    assert np.array_equal(ds.y_train, ref.target[train]) and np.array_equal(
+        ds.y_test, ref.target[test]
+    )
+    code = ("import sys; from privquant.data import load_dataset; load_dataset('digits'); "
+            "print('sklearn' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_info_is_json_serializable() -> None:

@@ -74,13 +74,14 @@ def histogram_figure(results: AuditResults, attack: str) -> bytes:
         curves = results.variants[name].attacks[attack].curves
         c = next(iter(curves.values()))
         edges = np.asarray(c.hist_edges)
-        width = np.diff(edges)
-        ax.bar(edges[:-1], c.hist_nonmembers, width, align="edge", alpha=0.55, label="non-members")
-        ax.bar(edges[:-1], c.hist_members, width, align="edge", alpha=0.55, label="members")
+        # One filled step patch per histogram: bar() drew one artist per bin (3x the time)
+        ax.stairs(c.hist_nonmembers, edges, fill=True, alpha=0.55, label="non-members")
+        ax.stairs(c.hist_members, edges, fill=True, alpha=0.55, label="members")
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{attack} scores (target {next(iter(curves), '-')})", fontsize=10)
+    # Above the panels' own titles (at the default height it crossed them)
+    fig.suptitle(f"{attack} scores (target {next(iter(curves), '-')})", fontsize=10, y=1.03)
     return _png(fig)
 
 
