@@ -83,8 +83,9 @@ def _run_files(run: Path, variants: list[str]) -> list[Path]:
 
 def _run_pins(run: Path, variants: list[str]) -> dict[str, dict]:
     """The precision ``variants``' models were trained in: the run's pins (a variant sharing a
-    pinned variant's population included), else the decision its ``precision: auto`` recorded in
-    results.json (one model, one decision). A part that never finished an audit and has no pins
+    pinned variant's population included), else what its ``precision: auto`` resolved to, as
+    results.json records it (machine.train_precision; in older results, the one decision its
+    process made for the model's name). A part that never finished an audit and has no pins
     says nothing: its variants carry no pin."""
     own = read_pins(run)
     results = run / "results.json"
@@ -94,8 +95,13 @@ def _run_pins(run: Path, variants: list[str]) -> dict[str, dict]:
     steps = {name: v.get("steps", []) for name, v in done.get("variants", {}).items()}
     own = expand_pins([VariantConfig(name=n, steps=s) for n, s in steps.items()], own)
     pins = {v: p for v, p in own.items() if v in variants}
-    model = done.get("config", {}).get("model", {}).get("name")
-    choices = [c for c in done.get("machine", {}).get("precision", []) if c.get("model") == model]
+    machine = done.get("machine", {})
+    own_choice = machine.get("train_precision")
+    if isinstance(own_choice, dict) and isinstance(own_choice.get("channels_last"), bool):
+        choices = [own_choice]  # what the run resolved (recorded since session 33)
+    else:  # older results: the process's decisions for the model's name; ambiguous if several
+        model = done.get("config", {}).get("model", {}).get("name")
+        choices = [c for c in machine.get("precision", []) if c.get("model") == model]
     if len(choices) == 1:
         auto = {
             "precision": choices[0]["precision"],

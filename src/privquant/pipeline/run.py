@@ -726,6 +726,12 @@ def _run_stages(user_config: AuditConfig, config: AuditConfig, ds: Dataset, spli
             "workers": workers,
             "stack": config.executor.stack_size(config.train.device),
             "trained_on": trained_on_counts(variants),
+            # This run's own resolution: machine.precision lists every decision of the process,
+            # and a notebook or a test suite audits many models in one
+            "train_precision": {
+                "precision": config.train.precision,
+                "channels_last": config.train.channels_last,
+            },  # fmt: skip
             **({"precision_pins": pins} if pins else {}),
         },
         timings_seconds=timings,
