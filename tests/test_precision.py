@@ -102,6 +102,27 @@ def test_explicit_settings_are_never_measured(stub) -> None:
     assert (table.precision, table.channels_last) == ("fp32", False)
 
 
+def test_a_model_without_convolutions_has_no_layout_to_time(stub, monkeypatch) -> None:  # noqa: ANN001
+    # An MLP on 8x8 images: its two "layouts" timed the same, noise picked one, and the pick
+    # entered its models' cache keys (a carried part re-queried FP32 when it flipped, session 33).
+    monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: False)
+    stub["speeds"] = {"fp32+channels_last": 5000.0, "fp32": 100.0}
+    mlp, x = build_model("mlp", (1, 8, 8), 10), torch.rand(8, 1, 8, 8)
+    choice = prec.choose_precision(TrainConfig(), mlp, x, torch.arange(8), "mlp")
+    assert (choice.precision, choice.channels_last, choice.source) == (
+        "fp32",
+        False,
+        "only-candidate",
+    )
+    explicit = prec.choose_precision(TrainConfig(precision="fp32"), mlp, x, torch.arange(8))
+    assert (explicit.channels_last, explicit.source) == (False, "explicit") and stub["calls"] == 0
+    monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: True)  # bf16 kernels: precision only
+    stub["speeds"] = {"bf16": 300.0, "fp32": 100.0}
+    fast = prec.choose_precision(TrainConfig(), mlp, x, torch.arange(8), "mlp")
+    assert (fast.precision, fast.channels_last) == ("bf16", False) and stub["calls"] == 2
+    assert set(fast.images_per_second) == {"bf16", "fp32"}
+
+
 def test_the_trainer_trains_with_the_measured_choice(stub) -> None:
     stub["speeds"] = {"bf16+channels_last": 100.0, "bf16": 90.0, "fp32+channels_last": 80.0,
                       "fp32": 300.0}  # fmt: skip

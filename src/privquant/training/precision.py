@@ -312,6 +312,13 @@ def decide_once(
         return decision
 
 
+def layout_matters(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether channels_last can change anything: image batches into a model with 2-D
+    convolutions. An MLP on images flattens them; timing its two "layouts" timed noise, whose
+    pick then entered its models' cache keys."""
+    return x.dim() == 4 and any(p.dim() == 4 for p in model.parameters())
+
+
 def choose_precision(
     config: TrainConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str = ""
 ) -> PrecisionChoice:
@@ -319,7 +326,7 @@ def choose_precision(
 
     ``x``, ``y``: a float sample of inputs and their labels (any number of rows, tiled to one
     batch)."""
-    is_image = x.dim() == 4
+    is_image = layout_matters(model, x)
     device = resolve_device(config.device)
     explicit = config.precision != "auto" and (config.channels_last != "auto" or not is_image)
     if explicit or device.type == "cuda":
