@@ -731,7 +731,7 @@ def _run_stages(user_config: AuditConfig, config: AuditConfig, ds: Dataset, spli
             "train_precision": {
                 "precision": config.train.precision,
                 "channels_last": config.train.channels_last,
-            },  # fmt: skip
+            },
             **({"precision_pins": pins} if pins else {}),
         },
         timings_seconds=timings,
