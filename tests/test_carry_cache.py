@@ -117,7 +117,7 @@ def test_carried_teachers_are_not_retrained(tmp_path, monkeypatch) -> None:  # n
 def test_a_parts_carried_signals_are_read_not_requeried(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     # The next part runs on another CPU: FP32's signals travel with its models, so FP32 in both parts
     # is the same to the last digit (what privquant merge asks) without querying the models again.
-    # machine.precision lists every decision of the process, here a wrong one for "mlp" first (in
+    # machine.precision lists every decision of the process, here only a wrong one for "mlp" (in
     # a suite, earlier tests left such entries: the carry pinned it and this test flaked, s33).
     import privquant.machine as machine
 
