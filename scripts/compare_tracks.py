@@ -84,14 +84,24 @@ def paired_interval(diff: np.ndarray, level: float = 0.95) -> dict[str, float]:
 
 
 def student_dirs(cache: Path) -> dict[int, Path]:
-    """Split-distillation student checkpoints by member count (one per model of the population)."""
-    out = {}
+    """Split-distillation student checkpoints by member count (one per model of the population).
+
+    Two students with the same member count cannot be told apart by it: refused, not overwritten.
+    """
+    out: dict[int, Path] = {}
     for meta in sorted(cache.glob("*/*/meta.json")):
+        if not (meta.parent / "COMPLETE").is_file():
+            continue
         m = json.loads(meta.read_text())
-        if (m.get("defense") or {}).get("method") == "split_distill" and (
-            meta.parent / "COMPLETE"
-        ).is_file():
-            out[int(m["n_members"])] = meta.parent
+        if (m.get("defense") or {}).get("method") != "split_distill":
+            continue
+        members = int(m["n_members"])
+        if members in out:
+            sys.exit(
+                f"{cache}: two students with {members} members ({out[members].name[:12]}, "
+                f"{meta.parent.name[:12]}): the member count does not identify the model"
+            )
+        out[members] = meta.parent
     return out
 
 
@@ -118,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: torch is needed only past the argument checks.
     from privquant.artifacts.atomic import atomic_write_json
     from privquant.artifacts.checkpoint import load_checkpoint
+    from privquant.metrics.epsilon import paired_accuracy_difference_interval
     from privquant.pipeline.config import load_config
     from privquant.pipeline.run import prepared_split
     from privquant.training.trainer import predict_logits
@@ -151,10 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         entry = {na: sa[members].name, nb: sb[members].name, "members": members}
         for k, (_, y) in rows.items():
             right_a, right_b = (pr[k] == y for pr in preds)
-            d = right_b.astype(float) - right_a.astype(float)  # paired over the same rows
-            half = 1.96 * d.std(ddof=1) / np.sqrt(len(y))
+            # Exact McNemar interval of accuracy(b) - accuracy(a) on the same rows.
+            low, high = paired_accuracy_difference_interval(right_b, right_a)
             entry[k] = {"rows": len(y), f"accuracy_{na}": float(right_a.mean()), f"accuracy_{nb}": float(right_b.mean()),
-                        "difference": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half),
+                        "difference": float(right_b.mean() - right_a.mean()), "low": low, "high": high,
+                        f"rows_only_{nb}_right": int((right_b & ~right_a).sum()),
+                        f"rows_only_{na}_right": int((right_a & ~right_b).sum()),
                         "prediction_agreement": float((preds[0][k] == preds[1][k]).mean())}  # fmt: skip
         students.append(entry)
 

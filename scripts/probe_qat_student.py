@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+# Run as a script, its folder is on the path: one student lookup for both part-5 scripts.
+from compare_tracks import student_dirs
 
 POINTS: list[tuple[str, dict]] = [
     ("ptq nearest (no training)", {"method": "ptq", "quant": {"weight_bits": 4}}),
@@ -38,6 +43,21 @@ POINTS: list[tuple[str, dict]] = [
     ("qat self 4 ep lr 1e-3", {"method": "qat", "quant": {"weight_bits": 4}, "epochs": 4, "lr": 0.001,
                                "targets": "self"}),
 ]  # fmt: skip
+
+
+def checkout_paired_interval() -> Callable[[np.ndarray, np.ndarray], tuple[float, float]]:
+    """The exact (McNemar) paired accuracy interval of this script's checkout.
+
+    The model code on the path is the study's pinned worktree, which predates that function; the
+    metrics module needs only numpy and scipy, so it is loaded from this checkout by its file.
+    """
+    path = Path(__file__).resolve().parents[1] / "src" / "privquant" / "metrics" / "epsilon.py"
+    spec = importlib.util.spec_from_file_location("checkout_epsilon", path)
+    if spec is None or spec.loader is None:
+        sys.exit(f"{path}: cannot load the paired accuracy interval")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.paired_accuracy_difference_interval
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,18 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     from privquant.training import predict_logits
 
     torch.set_num_threads(args.threads)
+    paired_interval = checkout_paired_interval()
     config = load_config(args.config)
     ds, split = prepared_split(config)
     members = split.members(args.model)
-    # The student of this model: the split-distillation checkpoint with its member count.
-    found = [m.parent for m in sorted(args.cache.glob("*/*/meta.json"))
-             if json.loads(m.read_text()).get("n_members") == len(members)
-             and (json.loads(m.read_text()).get("defense") or {}).get("method") == "split_distill"]  # fmt: skip
-    if len(found) != 1:
+    student_dir = student_dirs(args.cache).get(len(members))
+    if student_dir is None:
         sys.exit(
-            f"{args.cache}: expected one split_distill student with {len(members)} members, found {len(found)}"
+            f"{args.cache}: no split_distill student with {len(members)} members (model {args.model})"
         )
-    student, meta = load_checkpoint(found[0])
+    student, _ = load_checkpoint(student_dir)
     train = config.train.model_copy(update={"precision": "fp32", "channels_last": True,
                                             "seed": config.seed + args.model})  # fmt: skip
     ctx = context_for(ds, members, None, train, config.seed + args.model,
@@ -93,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     base = right(student)
     print(
-        f"student {found[0].name[:12]}: {base.mean():.4f} on {len(y_val)} reference rows",
+        f"student {student_dir.name[:12]}: {base.mean():.4f} on {len(y_val)} reference rows",
         flush=True,
     )
     for name, step in POINTS:
@@ -104,12 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         deployed = apply_transforms(variant.transform_steps, copy.deepcopy(student), ctx)
         seconds = time.perf_counter() - start
         ok = right(deployed)
-        d = ok.astype(float) - base.astype(float)  # paired with the FP32 student on the same rows
-        half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
-        row = {"point": name, "step": step, "model": args.model, "student": found[0].name,
+        low, high = paired_interval(ok, base)  # paired with the FP32 student on the same rows
+        row = {"point": name, "step": step, "model": args.model, "student": student_dir.name,
                "validation_rows": len(y_val), "student_accuracy": float(base.mean()),
-               "accuracy": float(ok.mean()), "change": float(d.mean()), "change_low": float(d.mean() - half),
-               "change_high": float(d.mean() + half), "seconds": round(seconds, 1), "threads": args.threads,
+               "accuracy": float(ok.mean()), "change": float(ok.mean() - base.mean()),
+               "change_low": low, "change_high": high,
+               "rows_only_deployed_right": int((ok & ~base).sum()),
+               "rows_only_student_right": int((base & ~ok).sum()),
+               "seconds": round(seconds, 1), "threads": args.threads,
                "host": platform.processor() or platform.machine()}  # fmt: skip
         print(json.dumps(row), flush=True)
         with open(args.out, "a") as f:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "compare_tracks", ROOT / "scripts" / "compare_tracks.py"
-    )
+def _script(name: str = "compare_tracks"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(module)
@@ -87,3 +87,43 @@ def test_paired_interval_is_a_t_interval() -> None:
     assert got["n"] == 4 and got["mean"] == pytest.approx(0.005)
     # t(0.975, 3) = 3.182; sd = 0.01291
     assert got["high"] - got["mean"] == pytest.approx(3.182 * 0.0129099 / 2, rel=1e-3)
+
+
+def _write_student(root: Path, name: str, members: int, method: str = "split_distill") -> None:
+    d = root / name[:2] / name
+    d.mkdir(parents=True)
+    (d / "meta.json").write_text(json.dumps({"n_members": members, "defense": {"method": method}}))
+    (d / "COMPLETE").touch()
+
+
+def test_students_are_found_by_member_count_and_a_shared_count_is_refused(tmp_path: Path) -> None:
+    ct = _script()
+    _write_student(tmp_path, "aa01", 12673)
+    _write_student(tmp_path, "bb02", 12480)
+    _write_student(tmp_path, "cc03", 12500, method="selena")  # not a split-distillation student
+    (tmp_path / "dd" / "dd04").mkdir(parents=True)  # unfinished: no COMPLETE marker
+    (tmp_path / "dd" / "dd04" / "meta.json").write_text(
+        json.dumps({"n_members": 12000, "defense": {"method": "split_distill"}})
+    )
+    found = ct.student_dirs(tmp_path)
+    assert {k: v.name for k, v in found.items()} == {12673: "aa01", 12480: "bb02"}
+    _write_student(tmp_path, "ee05", 12480)
+    with pytest.raises(SystemExit, match="two students with 12480 members"):
+        ct.student_dirs(tmp_path)
+
+
+def test_the_probe_uses_the_exact_paired_interval_of_this_checkout(monkeypatch) -> None:
+    from privquant.metrics.epsilon import paired_accuracy_difference_interval
+
+    # Run as a script its folder is on the path; imported here, it is put there by hand.
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    monkeypatch.delitem(sys.modules, "compare_tracks", raising=False)
+    interval = _script("probe_qat_student").checkout_paired_interval()
+    rng = np.random.default_rng(2)
+    base = rng.random(2000) < 0.76
+    deployed = base.copy()
+    flip = rng.choice(2000, size=120, replace=False)
+    deployed[flip] = ~deployed[flip]
+    assert interval(deployed, base) == paired_accuracy_difference_interval(deployed, base)
+    low, high = interval(deployed, base)
+    assert low < deployed.mean() - base.mean() < high

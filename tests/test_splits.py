@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from privquant.errors import ConfigError
-from privquant.membership import MembershipSplit, make_split
+from privquant.membership import CanaryConfig, MembershipSplit, choose_canaries, make_split
 
 
 def test_split_properties_and_determinism(tmp_path: Path) -> None:
@@ -35,6 +35,20 @@ def test_split_properties_and_determinism(tmp_path: Path) -> None:
     loaded = MembershipSplit.load(tmp_path / "split.npz")
     assert (loaded.keep == s.keep).all() and loaded.seed == 7
     assert (loaded.members(3) == s.pool[s.keep[3]]).all()
+
+
+def test_fewer_models_are_the_first_models_of_a_larger_population() -> None:
+    # An audit of the first k models of a population (size 3, part 5's interim 6-model audit) finds
+    # the same members, canaries and rows, hence the same cached models, as the full population.
+    labels = np.random.default_rng(0).integers(0, 10, 5000)
+    canaries = choose_canaries(CanaryConfig(count=60, copies=2), labels[:2000], 10, seed=7)
+    big = make_split(5000, 1000, 2000, 8, 500, 300, seed=7).with_canaries(canaries)
+    small = make_split(5000, 1000, 2000, 6, 500, 300, seed=7).with_canaries(canaries)
+    assert np.array_equal(small.keep, big.keep[:6])
+    for name in ("pool", "reference", "test"):
+        assert np.array_equal(getattr(small, name), getattr(big, name))
+    for m in range(6):
+        assert np.array_equal(small.members(m), big.members(m))
 
 
 def test_split_rejects_impossible_sizes() -> None:
