@@ -112,7 +112,9 @@ def test_students_are_found_by_member_count_and_a_shared_count_is_refused(tmp_pa
         ct.student_dirs(tmp_path)
 
 
-def test_the_probe_uses_the_exact_paired_interval_of_this_checkout(monkeypatch) -> None:
+def test_the_probe_uses_the_exact_paired_interval_of_this_checkout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from privquant.metrics.epsilon import paired_accuracy_difference_interval
 
     # Run as a script its folder is on the path; imported here, it is put there by hand.
