@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -83,6 +84,14 @@ def paired_interval(diff: np.ndarray, level: float = 0.95) -> dict[str, float]:
     return {"n": n, "mean": mean, "low": mean - half, "high": mean + half}
 
 
+def script_commit() -> str:
+    """This script's checkout: the privquant on the path may be another (a study's pinned worktree)."""
+    return subprocess.run(
+        ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "--short", "HEAD"],
+        capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+
+
 def student_dirs(cache: Path) -> dict[int, Path]:
     """Split-distillation student checkpoints by member count (one per model of the population).
 
@@ -128,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: torch is needed only past the argument checks.
     from privquant.artifacts.atomic import atomic_write_json
     from privquant.artifacts.checkpoint import load_checkpoint
+    from privquant.machine import machine_info
     from privquant.metrics.epsilon import paired_accuracy_difference_interval
     from privquant.pipeline.config import load_config
     from privquant.pipeline.run import prepared_split
@@ -173,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {"config": args.config, "caches": {na: str(caches[0]), nb: str(caches[1])},
               "teachers": teachers, f"teacher_reference_accuracy_{nb}_minus_{na}": paired_interval(diff),
-              "students": students}  # fmt: skip
+              "students": students, "machine": machine_info(), "script_commit": script_commit()}  # fmt: skip
     print(json.dumps(result, indent=1))
     if args.out:
         atomic_write_json(args.out, result)

@@ -21,7 +21,6 @@ import argparse
 import copy
 import importlib.util
 import json
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 # Run as a script, its folder is on the path: one student lookup for both part-5 scripts.
-from compare_tracks import student_dirs
+from compare_tracks import script_commit, student_dirs
 
 POINTS: list[tuple[str, dict]] = [
     ("ptq nearest (no training)", {"method": "ptq", "quant": {"weight_bits": 4}}),
@@ -78,12 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     from privquant.artifacts.checkpoint import load_checkpoint
     from privquant.defenses import VariantConfig
     from privquant.defenses.apply import apply_transforms
+    from privquant.machine import machine_info
     from privquant.pipeline.config import load_config
     from privquant.pipeline.run import prepared_split
     from privquant.population.jobs import context_for, model_factory
     from privquant.training import predict_logits
 
     torch.set_num_threads(args.threads)
+    # The model code's commit is the working directory's (machine_info's "commit"); this script's may differ.
+    machine, commit = machine_info(), script_commit()
     paired_interval = checkout_paired_interval()
     config = load_config(args.config)
     ds, split = prepared_split(config)
@@ -129,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                "change_low": low, "change_high": high,
                "rows_only_deployed_right": int((ok & ~base).sum()),
                "rows_only_student_right": int((base & ~ok).sum()),
-               "seconds": round(seconds, 1), "threads": args.threads,
-               "host": platform.processor() or platform.machine()}  # fmt: skip
+               "seconds": round(seconds, 1), "threads": args.threads, "machine": machine,
+               "script_commit": commit}  # fmt: skip
         print(json.dumps(row), flush=True)
         with open(args.out, "a") as f:
             f.write(json.dumps(row) + "\n")

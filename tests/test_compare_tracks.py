@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -129,3 +130,14 @@ def test_the_probe_uses_the_exact_paired_interval_of_this_checkout(
     assert interval(deployed, base) == paired_accuracy_difference_interval(deployed, base)
     low, high = interval(deployed, base)
     assert low < deployed.mean() - base.mean() < high
+
+
+def test_the_scripts_record_their_own_checkout_not_the_one_on_the_path() -> None:
+    # The part-5 scripts run with a pinned worktree's privquant on the path; the lines they write must
+    # still say which commit of the scripts produced them.
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    if not head:
+        pytest.skip("not a git checkout")
+    assert _script().script_commit() == head
