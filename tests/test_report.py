@@ -208,3 +208,25 @@ def test_degenerate_audits_are_flagged_before_the_verdict() -> None:
     assert "rmia_online" in warnings[1] and "with 3 models: about 1 IN and 1 OUT" in warnings[1]
     lines = verdict(results)
     assert lines[0].startswith("**Warning:** FP32 test accuracy 10.4% is at chance")
+
+
+def test_figures_with_hand_set_margins_keep_every_label_on_the_canvas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # ROCs and histograms skip bbox_inches="tight" (a second draw per figure); their fixed margins
+    # must still hold every title, tick label and legend entry, here on a real 8-variant audit.
+    from privquant.report import plots
+
+    results = AuditResults.load(Path(__file__).parents[1] / "docs" / "results" / "demo_strict")
+    drawn = []
+    monkeypatch.setattr(plots, "_png", lambda fig, tight=True: drawn.append((fig, tight)) or b"")
+    longest = max(results.attack_names, key=len)
+    plots.roc_figure(results, longest)
+    plots.histogram_figure(results, longest)
+    assert [tight for _, tight in drawn] == [False, False]
+    for fig, _ in drawn:
+        # The box "tight" would crop to (what is drawn, in inches) lies within the canvas.
+        box = fig.get_tightbbox(fig.canvas.get_renderer())
+        width, height = fig.get_size_inches()
+        assert box.x0 >= -0.01 and box.y0 >= -0.01, box
+        assert box.x1 <= width + 0.01 and box.y1 <= height + 0.01, (box, width, height)
