@@ -16,7 +16,8 @@ from privquant.results import AuditResults, tradeoff_points  # noqa: E402
 
 def _png(fig: plt.Figure, tight: bool = True) -> bytes:
     """``tight=False`` for a figure whose margins were set by hand: the tight box costs a second
-    draw of the figure (~45% of a ROC's time), paid once per attack in every report."""
+    draw of the figure (about a third of the figures' time, docs/results/suite_time.md), paid once
+    per attack in every report."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight" if tight else None)
     plt.close(fig)
@@ -87,8 +88,8 @@ def histogram_figure(results: AuditResults, attack: str) -> bytes:
     # Above the panels' own titles (at the default height it crossed them)
     fig.suptitle(f"{attack} scores (target {next(iter(curves), '-')})", fontsize=10, y=0.98)
     # Margins in inches, whatever the number of panels (each 3.2 x 2.8 in)
-    width = fig.get_figwidth()
-    fig.subplots_adjust(left=0.45 / width, right=1 - 0.1 / width, bottom=0.3 / 2.8, top=0.8,
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=0.45 / width, right=1 - 0.1 / width, bottom=0.3 / height, top=0.8,
                         wspace=0.25)  # fmt: skip
     return _png(fig, tight=False)
 
