@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     results = AuditResults.load(args.results)
     shipped = plots._png
-    arms = {"tight_crop": lambda fig, tight=True: shipped(fig, tight=True), "shipped": shipped}
+    arms = {"tight_crop": lambda fig, **_: shipped(fig, tight=True), "shipped": shipped}
     seconds: dict[str, list[float]] = {name: [] for name in arms}
     try:
         for _ in range(args.rounds):
