@@ -62,6 +62,8 @@ def test_readme_snippets_run(readme_namespace: dict, capsys: pytest.CaptureFixtu
             exec(compile(block, name, "exec"), readme_namespace)  # noqa: S102
     finally:
         DEFENSES.pop("weight_noise", None)
+        for name in [k for k in linecache.cache if k.startswith("<README.md, python block ")]:
+            del linecache.cache[name]  # no stale source for a later test's getsource
     out = capsys.readouterr().out.split()
     accuracy, tpr, size, bits = float(out[0]), float(out[1]), int(out[2]), float(out[3])
     assert 0 <= accuracy <= 1 and 0 <= tpr <= 1 and size > 0 and 4 <= bits <= 8
