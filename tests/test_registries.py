@@ -97,3 +97,42 @@ def test_nan_scores_stop_the_attack_instead_of_reaching_a_metric() -> None:
             attack_scores(signals, "nan_probe", 0)
     finally:
         ATTACKS.pop("nan_probe")
+
+
+_PROBE = """
+from typing import Literal
+
+from privquant.defenses import register_defense
+from privquant.defenses.base import DefenseConfig
+
+
+class ProbeStep(DefenseConfig):
+    method: Literal["source_probe"] = "source_probe"
+    scale: float = {default}
+
+
+@register_defense(ProbeStep, "transform", replace=True)
+def probe(model, step, ctx):
+    return {body}
+"""
+
+
+def test_a_defense_exec_under_another_files_name_is_keyed_by_its_own_code(tmp_path) -> None:
+    """A handler defined in a README block or notebook cell has no source file of its own; its
+    code hash must neither crash on the file its code object names (prose whose brackets do not
+    balance) nor ignore edits to the handler or its config (a stale cached model)."""
+    prose = tmp_path / "README.md"
+    prose.write_text("# Notes\n\n" + "The default recipe (4 bits [73.8%, -3.4 points\n" * 30)
+
+    def code_hash(default: str, body: str) -> str:
+        src = _PROBE.format(default=default, body=body)
+        exec(compile(src, str(prose), "exec", dont_inherit=True), {"__name__": "readme_block"})
+        return DEFENSES["source_probe"].code
+
+    try:
+        first = code_hash("1.0", "model")
+        assert code_hash("1.0", "model") == first  # the same code: the same key, every time
+        assert code_hash("1.0", "model.eval()") != first  # an edited handler
+        assert code_hash("2.0", "model") != first  # an edited config default
+    finally:
+        DEFENSES.pop("source_probe", None)

@@ -14,10 +14,14 @@ Registering is all it takes for a method to be usable from YAML, the CLI and ``a
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
+import textwrap
+import tokenize
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import CodeType
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -155,13 +159,64 @@ class RegisteredDefense:
 DEFENSES: dict[str, RegisteredDefense] = {}
 
 
+def _own_source(obj: Any) -> str | None:
+    """The source of ``obj``'s module, or None when no file on disk describes ``obj``.
+
+    ``inspect.getsource`` trusts a code object's file name and line numbers: for code defined in
+    an interactive session it fails, and for code exec'd under another file's name (a README
+    block, a notebook cell) it returns whatever that file holds at those lines, prose included.
+    So the lines it finds must parse and define ``obj`` by name before they count as its source."""
+    try:
+        own = inspect.getsource(obj)
+        module = inspect.getmodule(obj)
+        whole = inspect.getsource(module) if module is not None else own
+        tree = ast.parse(textwrap.dedent(own))
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError):
+        return None
+    name = getattr(obj, "__name__", None)
+    defines = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    if not any(isinstance(n, defines) and n.name == name for n in ast.walk(tree)):
+        return None
+    return whole
+
+
+def _const_repr(value: Any) -> bytes:
+    # A set literal's order follows string hashing, which differs between processes.
+    if isinstance(value, frozenset):
+        return repr(sorted(repr(v) for v in value)).encode()
+    return repr(value).encode()
+
+
+def _code_fingerprint(code: CodeType) -> bytes:
+    """What a function does, from its bytecode: its operations, names and constants, nested
+    functions included, but not its file name or line numbers (moving a cell keeps the key)."""
+    consts = [
+        _code_fingerprint(c) if isinstance(c, CodeType) else _const_repr(c) for c in code.co_consts
+    ]
+    return b"\0".join([code.co_code, *consts, repr((code.co_names, code.co_varnames)).encode()])
+
+
+def _fingerprint(obj: Any) -> str:
+    """A stand-in for source that cannot be read: edits to the handler or the config's fields
+    still change it, so a cached model is never reused for different code."""
+    code = getattr(obj, "__code__", None)
+    if isinstance(code, CodeType):
+        return hashlib.sha256(_code_fingerprint(code)).hexdigest()
+    fields = getattr(obj, "model_fields", None)
+    if isinstance(fields, dict):  # a config: its fields' types and defaults (not its schema,
+        # which needs every annotation resolved: a cell's may not be)
+        described = {n: (repr(f.annotation), repr(f.default)) for n, f in fields.items()}
+        return hashlib.sha256(repr(sorted(described.items())).encode()).hexdigest()
+    return getattr(obj, "__qualname__", repr(obj))
+
+
 def _source_hash(fn: Callable[..., Any], config: type) -> str:
     h = hashlib.sha256()
     for obj in (fn, config):
-        try:
-            h.update(source_digest(inspect.getsource(inspect.getmodule(obj) or obj)).encode())
-        except (OSError, TypeError):  # defined in an interactive session: no source to hash
-            h.update(getattr(obj, "__qualname__", repr(obj)).encode())
+        source = _own_source(obj)
+        h.update(
+            source_digest(source).encode() if source is not None else _fingerprint(obj).encode()
+        )
     return h.hexdigest()[:16]
 
 
