@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import linecache
 import re
 from importlib.resources import files
 from pathlib import Path
@@ -52,18 +51,11 @@ def test_readme_snippets_run(readme_namespace: dict, capsys: pytest.CaptureFixtu
     from privquant.defenses import DEFENSES
 
     try:
-        for i, block in enumerate(readme_python_blocks()):
-            # Each block under a name linecache serves, as IPython does for its cells: the defense
-            # registry hashes a handler's source with inspect.getsource, which for "README.md"
-            # read the README's prose at the block's line numbers (and failed on its brackets).
-            name = f"<README.md, python block {i}>"
-            linecache.cache[name] = (len(block), None, block.splitlines(keepends=True), name)
+        for block in readme_python_blocks():
             # The snippets' own sizes (20 epochs, 8 shadows) are kept: they are what users run.
-            exec(compile(block, name, "exec"), readme_namespace)  # noqa: S102
+            exec(compile(block, "README.md", "exec"), readme_namespace)  # noqa: S102
     finally:
         DEFENSES.pop("weight_noise", None)
-        for name in [k for k in linecache.cache if k.startswith("<README.md, python block ")]:
-            del linecache.cache[name]  # no stale source for a later test's getsource
     out = capsys.readouterr().out.split()
     accuracy, tpr, size, bits = float(out[0]), float(out[1]), int(out[2]), float(out[3])
     assert 0 <= accuracy <= 1 and 0 <= tpr <= 1 and size > 0 and 4 <= bits <= 8
